@@ -1,0 +1,64 @@
+"""Wall-clock time for records.
+
+All *waiting* in anytask uses anyio's clock (``anyio.sleep``, deadlines), so a virtual
+clock such as trio's ``MockClock`` drives it. Timestamps written to records come from one
+injectable :class:`Clock`. :class:`SystemClock` is the default; :class:`LoopClock` derives
+wall time from the event loop's clock, so under a virtual clock the timestamps advance with
+it (an hour of backoff is an hour in the records, and passes instantly).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import anyio
+
+__all__ = ["Clock", "LoopClock", "SystemClock", "from_ts", "to_ts"]
+
+
+class Clock:
+    """Source of wall-clock time as seconds since the epoch (UTC)."""
+
+    def time(self) -> float:
+        raise NotImplementedError
+
+    def now(self) -> datetime:
+        return from_ts(self.time())
+
+
+class SystemClock(Clock):
+    def time(self) -> float:
+        return time.time()
+
+
+class LoopClock(Clock):
+    """Wall time anchored once, then advanced by the running event loop's clock.
+
+    Read outside the event loop thread, it returns the last time the loop thread read.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._start = time.time() if start is None else start
+        self._anchor: float | None = None
+        self._last = self._start
+
+    def time(self) -> float:
+        try:
+            loop_now = anyio.current_time()
+        except Exception:  # not in the loop thread: the last time the loop saw
+            return self._last
+        if self._anchor is None:
+            self._anchor = loop_now
+        self._last = self._start + (loop_now - self._anchor)
+        return self._last
+
+
+def to_ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+    return value.timestamp()
+
+
+def from_ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)

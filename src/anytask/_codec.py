@@ -1,0 +1,64 @@
+"""JSON payload codec.
+
+Arguments and results travel as JSON. A value that JSON would silently change (a tuple
+becoming a list, an int dict key becoming a string, NaN, a set, bytes, an arbitrary object)
+is rejected up front with a :class:`PayloadError` naming where it sits, so that what runs
+after a restart is exactly what was enqueued. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ._errors import PayloadError
+
+__all__ = ["check_json", "dumps", "loads"]
+
+_SCALARS = (str, int, bool, type(None))
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_decoder = json.JSONDecoder()
+
+
+def _walk(value: Any, where: str, depth: int) -> None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise PayloadError(f"{where} is {value!r}, which JSON cannot represent")
+        return
+    if depth > 64:
+        raise PayloadError(f"{where} is nested more than 64 levels deep")
+    if kind is list:
+        for i, item in enumerate(value):
+            _walk(item, f"{where}[{i}]", depth + 1)
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise PayloadError(
+                    f"{where} has the key {key!r} of type {type(key).__name__}; "
+                    "JSON object keys must be str"
+                )
+            _walk(item, f"{where}[{key!r}]", depth + 1)
+        return
+    raise PayloadError(
+        f"{where} is of type {kind.__name__}, which is not plain JSON "
+        "(use str, int, float, bool, None, list and dict with str keys)"
+    )
+
+
+def check_json(value: Any, where: str) -> None:
+    """Raise :class:`PayloadError` unless ``value`` survives a JSON round trip unchanged."""
+    _walk(value, where, 0)
+
+
+def dumps(value: Any) -> str:
+    """Encode a value already accepted by :func:`check_json`."""
+    return _encoder.encode(value)
+
+
+def loads(text: str) -> Any:
+    return _decoder.decode(text)

@@ -1,0 +1,65 @@
+"""In-process event hub: task state changes, published after they are committed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["EventHub", "TaskEvent"]
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One committed change of one task. ``kind`` is ``enqueued``, ``running``,
+    ``retrying`` or ``finished`` (or ``overflow`` when a slow subscriber missed events
+    and should reload what it shows)."""
+
+    kind: str
+    task_id: str
+    name: str
+    status: str
+    at: datetime
+    attempts: int = 0
+    priority: int = 0
+    error: str | None = None
+
+
+class EventHub:
+    def __init__(self, buffer: int = 2000) -> None:
+        self._buffer = buffer
+        self._subscribers: dict[MemoryObjectSendStream[TaskEvent], bool] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subscribers)
+
+    def publish(self, event: TaskEvent) -> None:
+        for send, lagging in list(self._subscribers.items()):
+            try:
+                if lagging:
+                    send.send_nowait(
+                        TaskEvent("overflow", "", "", "", event.at)
+                    )
+                    self._subscribers[send] = False
+                send.send_nowait(event)
+            except anyio.WouldBlock:
+                if not lagging:
+                    self._subscribers[send] = True
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.pop(send, None)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[TaskEvent]]:
+        send, receive = anyio.create_memory_object_stream[TaskEvent](self._buffer)
+        self._subscribers[send] = False
+        try:
+            with receive:
+                yield receive
+        finally:
+            self._subscribers.pop(send, None)
+            send.close()

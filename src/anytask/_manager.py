@@ -1,0 +1,1019 @@
+"""TaskManager: the public face of anytask.
+
+One manager owns one task group (see :meth:`TaskManager.run`) that holds, and never
+outlives:
+
+* the *writer*, which group-commits enqueued tasks and attempt outcomes to the store;
+* the *dispatcher*, which claims due tasks in batches, never more than there are free
+  slots in the ``max_concurrency`` limiter, so a task waiting for a slot stays ``pending``;
+* ``max_concurrency`` *workers* reading claimed tasks from one memory object stream, each
+  attempt in its own cancel scope (and ``fail_after`` when a timeout is set);
+* the *heartbeat*, which extends all of this instance's leases in one statement, picks up
+  cancel requests from other instances and recovers tasks whose owner died;
+* the *scheduler* for interval and cron schedules, when any are defined.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+import sys
+import threading
+import traceback as tb_module
+import uuid
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import anyio
+from anyio.abc import TaskStatus as AnyioTaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._clock import Clock, SystemClock, from_ts, to_ts
+from ._codec import check_json
+from ._context import TaskContext, _Active, _current
+from ._errors import (
+    ConfigurationError,
+    ManagerStateError,
+    PayloadError,
+    StoreError,
+    TaskNotFound,
+    TaskStateError,
+)
+from ._events import EventHub, TaskEvent
+from ._models import (
+    DEAD,
+    MAX_WAIT,
+    Outcome,
+    Page,
+    TaskOptions,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+    check_priority,
+    check_tags,
+)
+from ._registry import Registry, TaskDefinition
+from .stores.abc import Store
+
+__all__ = ["RunState", "TaskManager"]
+
+log = logging.getLogger("anytask")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Options of ``add_task``/``enqueue`` that are not passed to the task function.
+RESERVED_KWARGS = frozenset({"priority", "delay", "run_at", "tags", "idempotency_key"})
+_KEY_NAMESPACE = uuid.UUID("6f1e0c1a-5b7e-4d35-9a7c-2f0b8a6d4e11")
+_NEVER = math.inf
+
+
+class RunState(enum.Enum):
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+def key_task_id(idempotency_key: str) -> str:
+    """Tasks with an idempotency key get an id derived from it, so that the synchronous
+    ``add_task`` can return the id of the first task enqueued with that key."""
+    return str(uuid.uuid5(_KEY_NAMESPACE, "key:" + idempotency_key))
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() raised>"
+
+
+def _safe_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        lines = tb_module.format_tb(exc.__traceback__)
+        return "".join(lines) + f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
+
+
+class _Signal:
+    """A reusable wake-up for one waiting task."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float = _NEVER) -> None:
+        if not self._event.is_set():
+            with anyio.move_on_after(timeout):
+                await self._event.wait()
+        self._event = anyio.Event()
+
+
+@dataclass(eq=False)
+class _Attempt:
+    record: TaskRecord
+    scope: anyio.CancelScope
+    reason: str | None = None  # "cancel", "lease" or "shutdown" once its scope is cancelled
+
+
+class TaskManager:
+    """Durable background tasks for one app (or many instances sharing one store).
+
+    ``TaskManager(snapshot_db="tasks.db")`` keeps tasks in a SQLite file;
+    ``TaskManager(store=...)`` takes any store (``MemoryStore()`` for tests).
+    With neither, tasks live in memory.
+    """
+
+    def __init__(
+        self,
+        snapshot_db: str | None = None,
+        *,
+        store: Store | None = None,
+        max_concurrency: int = 16,
+        requeue_pending: bool = True,
+        shutdown_grace: float = 10.0,
+        lease: float = 30.0,
+        poll_interval: float = 0.5,
+        clock: Clock | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        if snapshot_db is not None and store is not None:
+            raise ConfigurationError("pass snapshot_db or store, not both")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise ConfigurationError(f"max_concurrency must be an int, got {max_concurrency!r}")
+        if max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        for option, value in (
+            ("shutdown_grace", shutdown_grace),
+            ("lease", lease),
+            ("poll_interval", poll_interval),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigurationError(f"{option} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0 or (option != "shutdown_grace" and value == 0):
+                raise ConfigurationError(f"{option} must be a positive number, got {value!r}")
+        if not isinstance(requeue_pending, bool):
+            raise ConfigurationError(f"requeue_pending must be a bool, got {requeue_pending!r}")
+        if store is None:
+            if snapshot_db is not None:
+                from .stores.sqlite import SQLiteStore
+
+                store = SQLiteStore(snapshot_db)
+            else:
+                from .stores.memory import MemoryStore
+
+                store = MemoryStore()
+        self._store = store
+        self.max_concurrency = max_concurrency
+        self.requeue_pending = requeue_pending
+        self.shutdown_grace = float(shutdown_grace)
+        self.lease = float(lease)
+        self.poll_interval = float(poll_interval)
+        self.clock: Clock = clock or SystemClock()
+        self._fixed_instance_id = instance_id
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self.registry = Registry()
+        self.events = EventHub()
+        self._schedules: dict[str, Any] = {}
+        self._state = RunState.IDLE
+        self._lock = threading.Lock()
+        # enqueue buffer (appended from any thread under _lock)
+        self._inserts: list[TaskRecord] = []
+        self._submitted = 0
+        self._committed = 0
+        self._outcomes: list[tuple[Outcome, TaskRecord]] = []
+        self._host_tg: anyio.abc.TaskGroup | None = None
+        self._reset_runtime()
+
+    def _reset_runtime(self) -> None:
+        self._active: dict[str, _Attempt] = {}
+        self._waiters: dict[str, anyio.Event] = {}
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._writer_wake: _Signal | None = None
+        self._dispatch_wake: _Signal | None = None
+        self._committed_signal: anyio.Event | None = None
+        self._changed: anyio.Event | None = None
+        self._stop: anyio.Event | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._thread_limiter: anyio.CapacityLimiter | None = None
+        self._outer_tg: anyio.abc.TaskGroup | None = None
+        self._write_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ definitions
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def state(self) -> RunState:
+        return self._state
+
+    @overload
+    def task(self, fn: F, /) -> F: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        max_delay: float | None = None,
+        jitter: float = 0.0,
+        timeout: float | None = None,
+        priority: int = 0,
+        requeue_on_interrupt: bool = False,
+        tags: Iterable[str] = (),
+    ) -> Callable[[F], F]: ...
+
+    def task(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        max_delay: float | None = None,
+        jitter: float = 0.0,
+        timeout: float | None = None,
+        priority: int = 0,
+        requeue_on_interrupt: bool = False,
+        tags: Iterable[str] = (),
+    ) -> F | Callable[[F], F]:
+        """Register a task function (async or sync) with its options.
+
+        Returns the function unchanged, so it can still be called directly.
+        """
+        options = TaskOptions(
+            retries=retries,
+            delay=delay,
+            backoff=backoff,
+            max_delay=max_delay,
+            jitter=jitter,
+            timeout=timeout,
+            priority=priority,
+            requeue_on_interrupt=requeue_on_interrupt,
+            tags=tuple(check_tags(tags)),
+        )
+
+        def register(func: F) -> F:
+            self.registry.define(func, options, name, explicit=True)
+            return func
+
+        return register(fn) if fn is not None else register
+
+    # ------------------------------------------------------------------ enqueue
+    def _build(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TaskRecord:
+        priority = kwargs.pop("priority", None)
+        delay = kwargs.pop("delay", None)
+        run_at = kwargs.pop("run_at", None)
+        tags = kwargs.pop("tags", None)
+        key = kwargs.pop("idempotency_key", None)
+        defn = self.registry.resolve(fn)
+        opts = defn.options
+        for i, value in enumerate(args):
+            check_json(value, f"argument {i} of {defn.name}")
+        for k, value in kwargs.items():
+            check_json(value, f"argument {k!r} of {defn.name}")
+        now = self.clock.time()
+        if delay is not None and run_at is not None:
+            raise ConfigurationError("pass delay or run_at, not both")
+        if delay is not None:
+            if isinstance(delay, timedelta):
+                delay = delay.total_seconds()
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise ConfigurationError(f"delay must be a number of seconds, got {delay!r}")
+            if not math.isfinite(delay) or delay < 0 or delay > MAX_WAIT * 10:
+                raise ConfigurationError(f"delay must be a finite number >= 0, got {delay!r}")
+            run_ts = now + delay
+        elif run_at is not None:
+            if not isinstance(run_at, datetime):
+                raise ConfigurationError(f"run_at must be a datetime, got {run_at!r}")
+            try:
+                run_ts = max(to_ts(run_at), now)
+            except ValueError as exc:
+                raise ConfigurationError(f"run_at: {exc}") from None
+        else:
+            run_ts = now
+        prio = opts.priority if priority is None else check_priority(priority)
+        tag_list = list(opts.tags)
+        for tag in check_tags(tags):
+            if tag not in tag_list:
+                tag_list.append(tag)
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigurationError(f"idempotency_key must be a non-empty str, got {key!r}")
+        created = from_ts(now)
+        return TaskRecord(
+            id=key_task_id(key) if key is not None else str(uuid.uuid4()),
+            name=defn.name,
+            args=list(args),
+            kwargs=kwargs,
+            created_at=created,
+            run_after=created if run_ts == now else from_ts(run_ts),
+            priority=prio,
+            tags=tag_list,
+            idempotency_key=key,
+            max_attempts=opts.max_attempts,
+            timeout=opts.timeout,
+            requeue_on_interrupt=opts.requeue_on_interrupt,
+        )
+
+    def _submit(self, records: list[TaskRecord]) -> int:
+        """Buffer records for the next group commit; returns the submission mark."""
+        with self._lock:
+            self._inserts.extend(records)
+            self._submitted += len(records)
+            mark = self._submitted
+        self._wake_writer()
+        return mark
+
+    def _wake_writer(self) -> None:
+        wake = self._writer_wake
+        if wake is None:
+            return  # not started: committed when the manager starts
+        if threading.get_ident() == self._loop_thread:
+            wake.set()
+        elif self._token is not None:
+            try:
+                anyio.from_thread.run_sync(wake.set, token=self._token)
+            except anyio.RunFinishedError:
+                pass
+
+    def add_task(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
+        """Queue ``fn(*args, **kwargs)`` and return its task id at once.
+
+        The write is committed by the next group commit, milliseconds later (``await
+        tm.flush()`` waits for it; the FastAPI integration does so before each response).
+        Safe to call from the event loop thread and from worker threads. Keyword options
+        ``priority``, ``delay`` (seconds or timedelta), ``run_at`` (aware datetime),
+        ``tags`` and ``idempotency_key`` configure the task instead of being passed on.
+        """
+        rec = self._build(fn, args, dict(kwargs))
+        self._submit([rec])
+        return rec.id
+
+    async def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
+        """Queue ``fn(*args, **kwargs)``; when this returns, the task is in the store."""
+        self._require_running("enqueue")
+        rec = self._build(fn, args, dict(kwargs))
+        mark = self._submit([rec])
+        await self._wait_committed(mark)
+        return rec.id
+
+    async def enqueue_many(
+        self, calls: Iterable[tuple[Callable[..., Any] | str, tuple[Any, ...], dict[str, Any]]]
+    ) -> list[str]:
+        """Queue many ``(fn, args, kwargs)`` calls in one commit; returns their ids."""
+        self._require_running("enqueue_many")
+        records = [self._build(fn, tuple(args), dict(kwargs)) for fn, args, kwargs in calls]
+        mark = self._submit(records)
+        await self._wait_committed(mark)
+        return [r.id for r in records]
+
+    async def flush(self) -> None:
+        """Wait until every task queued so far (by any thread) is committed."""
+        if self._outer_tg is None:
+            if self._inserts:
+                raise ManagerStateError("tasks are queued but the task manager is not running")
+            return
+        with self._lock:
+            mark = self._submitted
+        await self._wait_committed(mark)
+
+    async def _wait_committed(self, mark: int) -> None:
+        while self._committed < mark:
+            if self._write_error is not None:
+                raise StoreError("the store writer stopped") from self._write_error
+            signal = self._committed_signal
+            if signal is None:
+                raise ManagerStateError("the task manager stopped before the commit")
+            await signal.wait()
+
+    # ------------------------------------------------------------------ queries
+    def _require_running(self, what: str) -> None:
+        if self._state not in (RunState.RUNNING, RunState.STOPPING) or self._outer_tg is None:
+            raise ManagerStateError(
+                f"{what}() needs a running task manager: use 'async with tm:' or the "
+                "TaskAdmin lifespan"
+            )
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        return await self._store.fetch(task_id)
+
+    async def list(
+        self,
+        query: TaskQuery | None = None,
+        **filters: Any,
+    ) -> Page:
+        """One page of tasks, newest first. Pass a :class:`TaskQuery` or its fields."""
+        return await self._store.list(query if query is not None else TaskQuery(**filters))
+
+    async def counts(self) -> dict[TaskStatus, int]:
+        return await self._store.counts()
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskRecord:
+        """Wait until the task reaches a terminal status and return its record."""
+        if self._outer_tg is not None:
+            await self.flush()
+        scope: AbstractContextManager[Any] = (
+            anyio.fail_after(timeout) if timeout is not None else nullcontext()
+        )
+        with scope:
+            while True:
+                event = self._waiters.get(task_id)
+                if event is None:
+                    event = self._waiters[task_id] = anyio.Event()
+                rec = await self._store.fetch(task_id)
+                if rec is None:
+                    raise TaskNotFound(f"no task with id {task_id!r}")
+                if rec.status.terminal:
+                    return rec
+                if self._outer_tg is None:
+                    raise ManagerStateError(
+                        f"task {task_id} is {rec.status.value} and the manager is not running"
+                    )
+                with anyio.move_on_after(self.poll_interval if self._store.shared else 5.0):
+                    await event.wait()
+
+    async def join(self, *, timeout: float | None = None) -> None:
+        """Wait until no task is pending or running (including delayed retries)."""
+        scope: AbstractContextManager[Any] = (
+            anyio.fail_after(timeout) if timeout is not None else nullcontext()
+        )
+        with scope:
+            while True:
+                if self._outer_tg is not None:
+                    await self.flush()
+                counts = await self._store.counts()
+                if counts[TaskStatus.PENDING] == 0 and counts[TaskStatus.RUNNING] == 0:
+                    return
+                if self._outer_tg is None:
+                    raise ManagerStateError("tasks are pending but the manager is not running")
+                changed = self._changed
+                assert changed is not None
+                with anyio.move_on_after(self.poll_interval if self._store.shared else 5.0):
+                    await changed.wait()
+
+    async def cancel(self, task_id: str) -> TaskStatus:
+        """Cancel a task. Pending: cancelled at once. Running here: its cancel scope is
+        cancelled and it is recorded ``cancelled``. Running on another instance: that
+        instance cancels it at its next heartbeat. Returns the status after the call
+        (a terminal task is left as it is)."""
+        attempt = self._active.get(task_id)
+        if attempt is not None and attempt.reason is None:
+            attempt.reason = "cancel"
+            attempt.scope.cancel()
+            return TaskStatus.RUNNING
+        status = await self._store.cancel(task_id, self.clock.now())
+        if status is None:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        if status is TaskStatus.CANCELLED:
+            self._notify_terminal([task_id])
+        return status
+
+    # ------------------------------------------------------------------ replay
+    def _replay_record(self, rec: TaskRecord) -> TaskRecord:
+        defn = self.registry.get(rec.name)
+        now = self.clock.now()
+        return TaskRecord(
+            id=str(uuid.uuid4()),
+            name=rec.name,
+            args=rec.args,
+            kwargs=rec.kwargs,
+            created_at=now,
+            run_after=now,
+            priority=rec.priority,
+            tags=list(rec.tags),
+            max_attempts=defn.options.max_attempts if defn else rec.max_attempts,
+            timeout=defn.options.timeout if defn else rec.timeout,
+            requeue_on_interrupt=(
+                defn.options.requeue_on_interrupt if defn else rec.requeue_on_interrupt
+            ),
+            replay_of=rec.id,
+        )
+
+    async def replay(self, task_id: str) -> str:
+        """Run a dead (failed or interrupted) task again as a new task; returns its id.
+        The new record's ``replay_of`` names the original."""
+        self._require_running("replay")
+        rec = await self._store.fetch(task_id)
+        if rec is None:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        if rec.status not in DEAD:
+            raise TaskStateError(
+                f"task {task_id} is {rec.status.value}; only failed or interrupted tasks "
+                "can be replayed"
+            )
+        new = self._replay_record(rec)
+        await self._wait_committed(self._submit([new]))
+        return new.id
+
+    async def dead_letters(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[TaskRecord]:
+        """Dead tasks selected by id, or created within ``[since, until)``."""
+        if ids is not None:
+            wanted = list(dict.fromkeys(ids))
+            found = {r.id: r for r in await self._store.fetch_many(wanted)}
+            missing = [i for i in wanted if i not in found]
+            if missing:
+                raise TaskNotFound(f"no task with id {missing[0]!r}")
+            return [found[i] for i in wanted if found[i].status in DEAD]
+        out: list[TaskRecord] = []
+        cursor: int | None = None
+        while len(out) < limit:
+            page = await self._store.list(
+                TaskQuery(
+                    statuses=DEAD,
+                    created_after=since,
+                    created_before=until,
+                    limit=min(500, limit - len(out)),
+                    cursor=cursor,
+                )
+            )
+            out.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return out
+
+    async def replay_many(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        dry_run: bool = False,
+        limit: int = 10_000,
+    ) -> list[tuple[TaskRecord, str | None]]:
+        """Replay dead tasks by ids or by creation window, in one commit.
+
+        Returns ``(original, new_id)`` pairs; with ``dry_run`` nothing is written and every
+        ``new_id`` is None: the list is exactly what would be dispatched."""
+        if ids is None and since is None and until is None:
+            raise ConfigurationError("replay_many needs ids or a time window (since/until)")
+        dead = await self.dead_letters(ids=ids, since=since, until=until, limit=limit)
+        if dry_run:
+            return [(r, None) for r in dead]
+        self._require_running("replay_many")
+        news = [self._replay_record(r) for r in dead]
+        if news:
+            await self._wait_committed(self._submit(news))
+        return [(r, n.id) for r, n in zip(dead, news, strict=True)]
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> TaskManager:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(self.run, name="anytask manager")
+        except BaseException:
+            await tg.__aexit__(*sys.exc_info())
+            raise
+        self._host_tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.stop()
+        tg, self._host_tg = self._host_tg, None
+        assert tg is not None
+        return await tg.__aexit__(exc_type, exc, tb)
+
+    def stop(self) -> None:
+        """Ask a running manager to shut down gracefully (returns at once)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(
+        self, *, task_status: AnyioTaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the manager until :meth:`stop` is called or the caller is cancelled."""
+        with self._lock:
+            if self._state is not RunState.IDLE:
+                raise ManagerStateError(f"the task manager is already {self._state.value}")
+            self._state = RunState.STARTING
+        self._reset_runtime()
+        if self._fixed_instance_id is None:
+            self.instance_id = uuid.uuid4().hex
+        try:
+            await self._store.open()
+            try:
+                await self._serve(task_status)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await self._store.close()
+        finally:
+            with self._lock:
+                self._state = RunState.IDLE
+                self._reset_runtime()
+                self._outer_tg = None
+
+    async def _serve(self, task_status: AnyioTaskStatus[None]) -> None:
+        started_at = self.clock.now()
+        await self._store.recover(started_at)
+        if not self.requeue_pending:
+            n = await self._store.interrupt_pending(started_at, started_at)
+            if n:
+                log.warning("marked %d pending task(s) from an earlier run interrupted", n)
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._writer_wake = _Signal()
+        self._dispatch_wake = _Signal()
+        self._committed_signal = anyio.Event()
+        self._changed = anyio.Event()
+        self._stop = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        self._thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
+        send, receive = anyio.create_memory_object_stream[TaskRecord](math.inf)
+        async with anyio.create_task_group() as services:
+            self._outer_tg = services
+            services.start_soon(self._writer, name="anytask writer")
+            services.start_soon(self._heartbeat, name="anytask heartbeat")
+            if self._schedules:
+                from .schedule._runner import run_schedules
+
+                await services.start(run_schedules, self, name="anytask scheduler")
+            if self._inserts:
+                self._writer_wake.set()
+            with self._lock:
+                self._state = RunState.RUNNING
+            async with anyio.create_task_group() as pool:
+                for i in range(self.max_concurrency):
+                    pool.start_soon(self._worker, receive.clone(), name=f"anytask worker {i}")
+                receive.close()
+                dispatch_scope = anyio.CancelScope()
+                pool.start_soon(
+                    self._dispatcher, dispatch_scope, send.send_nowait, name="anytask dispatcher"
+                )
+                task_status.started()
+                try:
+                    await self._stop.wait()
+                finally:
+                    with self._lock:
+                        self._state = RunState.STOPPING
+                    dispatch_scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await self._drain()
+                    send.close()
+            # every attempt has handed its outcome to the writer; commit them all
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                while self._outcomes or self._committed < self._submitted:
+                    if self._write_error is not None:
+                        break
+                    self._writer_wake.set()
+                    await anyio.sleep(0.001)
+            services.cancel_scope.cancel()
+
+    async def _drain(self) -> None:
+        """Give running attempts ``shutdown_grace`` to finish, then cancel the rest."""
+        with anyio.move_on_after(self.shutdown_grace):
+            while self._active:
+                await self._capacity_freed()
+        for attempt in list(self._active.values()):
+            if attempt.reason is None:
+                attempt.reason = "shutdown"
+                attempt.scope.cancel()
+        with anyio.move_on_after(1.0):
+            while self._active:
+                await self._capacity_freed()
+
+    async def _capacity_freed(self) -> None:
+        changed = self._changed
+        assert changed is not None
+        with anyio.move_on_after(0.05):
+            await changed.wait()
+
+    # ------------------------------------------------------------------ writer
+    async def _writer(self) -> None:
+        wake = self._writer_wake
+        assert wake is not None
+        store = self._store
+        delay = 0.05
+        while True:
+            if not self._inserts and not self._outcomes:
+                await wake.wait()
+            with self._lock:
+                batch, self._inserts = self._inserts, []
+                mark = self._submitted
+            outs, self._outcomes = self._outcomes, []
+            try:
+                if batch:
+                    await store.insert(batch)
+                if outs:
+                    await store.complete([o for o, _ in outs])
+            except Exception as exc:
+                # put everything back in order and try again: nothing is dropped
+                log.exception("anytask: store write failed; retrying in %.2fs", delay)
+                with self._lock:
+                    self._inserts[:0] = batch
+                self._outcomes[:0] = outs
+                if isinstance(exc, StoreError) and delay >= 5.0:
+                    self._write_error = exc
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            self._write_error = None
+            self._committed = mark
+            signal, self._committed_signal = self._committed_signal, anyio.Event()
+            assert signal is not None
+            signal.set()
+            if batch:
+                assert self._dispatch_wake is not None
+                self._dispatch_wake.set()
+                if self.events.active:
+                    for rec in batch:
+                        self._publish("enqueued", rec, rec.status)
+            if outs:
+                self._after_outcomes(outs)
+
+    def _after_outcomes(self, outs: list[tuple[Outcome, TaskRecord]]) -> None:
+        terminal = []
+        requeued = False
+        hub = self.events.active
+        for out, rec in outs:
+            if out.status.terminal:
+                terminal.append(out.id)
+            else:
+                requeued = True
+            if hub:
+                kind = "finished" if out.status.terminal else "retrying"
+                self._publish(kind, rec, out.status, out.error, out.ended_at)
+        if requeued and self._dispatch_wake is not None:
+            self._dispatch_wake.set()
+        self._notify_terminal(terminal)
+
+    def _notify_terminal(self, ids: list[str]) -> None:
+        waiters = self._waiters
+        if waiters:
+            for task_id in ids:
+                event = waiters.pop(task_id, None)
+                if event is not None:
+                    event.set()
+        changed, self._changed = self._changed, anyio.Event()
+        if changed is not None:
+            changed.set()
+
+    def _publish(
+        self,
+        kind: str,
+        rec: TaskRecord,
+        status: TaskStatus,
+        error: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        self.events.publish(
+            TaskEvent(
+                kind=kind,
+                task_id=rec.id,
+                name=rec.name,
+                status=status.value,
+                at=at or self.clock.now(),
+                attempts=rec.attempts,
+                priority=rec.priority,
+                error=error,
+            )
+        )
+
+    def _hand_outcome(self, out: Outcome, rec: TaskRecord) -> None:
+        self._outcomes.append((out, rec))
+        if self._writer_wake is not None:
+            self._writer_wake.set()
+
+    # ------------------------------------------------------------------ dispatcher
+    async def _dispatcher(
+        self, scope: anyio.CancelScope, send: Callable[[TaskRecord], None]
+    ) -> None:
+        limiter = self._limiter
+        wake = self._dispatch_wake
+        assert limiter is not None and wake is not None
+        store = self._store
+        with scope:
+            while not scope.cancel_called:
+                free = int(limiter.available_tokens)
+                if free <= 0:
+                    await wake.wait()
+                    continue
+                now = self.clock.time()
+                try:
+                    # shielded: a claim that committed must reach the workers
+                    with anyio.CancelScope(shield=True):
+                        claimed = await store.claim(
+                            self.instance_id, free, from_ts(now), from_ts(now + self.lease)
+                        )
+                except Exception:
+                    log.exception("anytask: claiming tasks failed; retrying")
+                    await anyio.sleep(self.poll_interval)
+                    continue
+                for rec in claimed:
+                    limiter.acquire_on_behalf_of_nowait(rec)
+                    send(rec)
+                    if self.events.active:
+                        self._publish("running", rec, TaskStatus.RUNNING, at=rec.started_at)
+                if len(claimed) == free:
+                    continue  # there may be more due work; claim again when a slot frees
+                try:
+                    due = await store.next_run_after()
+                except Exception:
+                    log.exception("anytask: reading the next due time failed")
+                    due = None
+                timeout = self.poll_interval if store.shared else _NEVER
+                if due is not None:
+                    timeout = min(timeout, max(to_ts(due) - self.clock.time(), 0.0))
+                if timeout > 0:
+                    await wake.wait(timeout)
+
+    # ------------------------------------------------------------------ workers
+    async def _worker(self, receive: MemoryObjectReceiveStream[TaskRecord]) -> None:
+        async with receive:
+            async for rec in receive:
+                try:
+                    await self._execute(rec)
+                finally:
+                    assert self._limiter is not None
+                    self._limiter.release_on_behalf_of(rec)
+                    assert self._dispatch_wake is not None
+                    self._dispatch_wake.set()
+
+    async def _execute(self, rec: TaskRecord) -> None:
+        defn = self.registry.get(rec.name)
+        if defn is None:
+            now = self.clock.now()
+            self._hand_outcome(
+                Outcome(
+                    rec.id,
+                    rec.token,
+                    TaskStatus.FAILED,
+                    ended_at=now,
+                    error=f"task {rec.name!r} is not registered in this process",
+                    error_type="TaskNotRegistered",
+                    logs=rec.logs,
+                ),
+                rec,
+            )
+            return
+        attempt = _Attempt(rec, anyio.CancelScope())
+        self._active[rec.id] = attempt
+        active = _Active(
+            TaskContext(
+                rec.id, rec.name, rec.attempts, rec.max_attempts, tuple(rec.tags),
+                rec.schedule_id, rec.fire_at,
+            )
+        )
+        ctx_token = _current.set(active)
+        result: Any = None
+        failure: BaseException | None = None
+        try:
+            try:
+                with attempt.scope:
+                    if rec.timeout is not None:
+                        with anyio.fail_after(rec.timeout):
+                            result = await self._call(defn, rec)
+                    else:
+                        result = await self._call(defn, rec)
+            except anyio.get_cancelled_exc_class():
+                # cancelled from outside the attempt: the manager itself is being torn down
+                out = self._outcome(rec, attempt.reason or "shutdown", None, None, active)
+                if out is not None:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await self._store.complete([out])
+                raise
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a task's error never kills the runtime
+                failure = exc
+        finally:
+            _current.reset(ctx_token)
+            self._active.pop(rec.id, None)
+            if self._changed is not None:
+                changed, self._changed = self._changed, anyio.Event()
+                changed.set()
+        reason = attempt.reason if attempt.scope.cancelled_caught else None
+        out = self._outcome(rec, reason, result, failure, active)
+        if out is not None:
+            self._hand_outcome(out, rec)
+
+    async def _call(self, defn: TaskDefinition, rec: TaskRecord) -> Any:
+        if defn.is_async:
+            return await defn.fn(*rec.args, **rec.kwargs)
+        fn, args, kwargs = defn.fn, rec.args, rec.kwargs
+        return await anyio.to_thread.run_sync(
+            lambda: fn(*args, **kwargs), abandon_on_cancel=True, limiter=self._thread_limiter
+        )
+
+    def _outcome(
+        self,
+        rec: TaskRecord,
+        reason: str | None,
+        result: Any,
+        failure: BaseException | None,
+        active: _Active,
+    ) -> Outcome | None:
+        now = self.clock.time()
+        ended = from_ts(now)
+        logs = rec.logs + active.logs
+        if active.dropped:
+            logs.append({"ts": now, "level": "warning", "msg": f"{active.dropped} log lines dropped"})
+        if reason == "lease":
+            return None  # another instance owns it now; our write would be refused anyway
+        if reason == "cancel":
+            return Outcome(
+                rec.id, rec.token, TaskStatus.CANCELLED, ended_at=ended, logs=logs,
+                error="cancelled", error_type="Cancelled",
+            )
+        if reason == "shutdown":
+            if rec.requeue_on_interrupt:
+                return Outcome(
+                    rec.id, rec.token, TaskStatus.PENDING, ended_at=ended, logs=logs,
+                    run_after=ended, error="requeued: interrupted by shutdown",
+                    error_type="Interrupted",
+                )
+            return Outcome(
+                rec.id, rec.token, TaskStatus.INTERRUPTED, ended_at=ended, logs=logs,
+                error="interrupted by shutdown before it finished", error_type="Interrupted",
+            )
+        if failure is None:
+            if result is not None:
+                try:
+                    check_json(result, f"the result of {rec.name}")
+                except PayloadError as exc:
+                    logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})
+                    result = None
+            return Outcome(rec.id, rec.token, TaskStatus.SUCCESS, ended_at=ended, result=result,
+                           logs=logs)
+        error_type = type(failure).__qualname__
+        if isinstance(failure, TimeoutError) and rec.timeout is not None:
+            message = _safe_str(failure) or f"timed out after {rec.timeout:g}s"
+        else:
+            message = _safe_str(failure)
+        trace = _safe_traceback(failure)
+        if rec.attempts < rec.max_attempts:
+            defn = self.registry.get(rec.name)
+            opts = defn.options if defn is not None else TaskOptions()
+            wait = opts.retry_wait(rec.attempts, random.random())
+            logs.append({"ts": now, "level": "warning", "attempt": rec.attempts,
+                         "msg": f"attempt {rec.attempts} failed ({error_type}); "
+                                f"retrying in {wait:.3g}s"})
+            return Outcome(
+                rec.id, rec.token, TaskStatus.PENDING, ended_at=ended, logs=logs,
+                run_after=from_ts(now + wait), error=message, error_type=error_type,
+                traceback=trace,
+            )
+        return Outcome(
+            rec.id, rec.token, TaskStatus.FAILED, ended_at=ended, logs=logs, error=message,
+            error_type=error_type, traceback=trace,
+        )
+
+    # ------------------------------------------------------------------ heartbeat
+    async def _heartbeat(self) -> None:
+        interval = max(self.lease / 3, 0.01)
+        while True:
+            await anyio.sleep(interval)
+            try:
+                now = self.clock.time()
+                hb = await self._store.heartbeat(self.instance_id, from_ts(now + self.lease))
+                for task_id, attempt in list(self._active.items()):
+                    if attempt.reason is not None:
+                        continue
+                    if task_id in hb.cancel_requested:
+                        attempt.reason = "cancel"
+                        attempt.scope.cancel()
+                    elif task_id not in hb.held and attempt.record.started_at is not None and (
+                        to_ts(attempt.record.started_at) < now - interval
+                    ):
+                        log.warning("anytask: lost the lease of task %s; abandoning it", task_id)
+                        attempt.reason = "lease"
+                        attempt.scope.cancel()
+                recovered = await self._store.recover(from_ts(self.clock.time()))
+                if recovered.requeued and self._dispatch_wake is not None:
+                    self._dispatch_wake.set()
+                if recovered.interrupted:
+                    self._notify_terminal(recovered.interrupted)
+            except Exception:
+                log.exception("anytask: heartbeat failed; retrying")

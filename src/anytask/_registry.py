@@ -1,0 +1,91 @@
+"""Task definitions: which function runs under which name, with which options."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigurationError, TaskNotRegistered
+from ._models import TaskOptions
+
+__all__ = ["Registry", "TaskDefinition", "task_name"]
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    name: str
+    fn: Callable[..., Any]
+    options: TaskOptions
+    is_async: bool
+    explicit: bool  # defined with @tm.task (False: a plain function given to add_task)
+
+
+def _unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
+
+
+def task_name(fn: Callable[..., Any]) -> str:
+    """The default name of a task function: its qualified name."""
+    name = getattr(_unwrap(fn), "__qualname__", None) or getattr(fn, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"cannot derive a task name from {fn!r}; pass name=")
+    return name
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    target = _unwrap(fn)
+    if inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(target, "__call__", None)  # noqa: B004 - callable objects
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_name: dict[str, TaskDefinition] = {}
+        self._by_fn: dict[int, TaskDefinition] = {}
+
+    def define(
+        self, fn: Callable[..., Any], options: TaskOptions, name: str | None, *, explicit: bool
+    ) -> TaskDefinition:
+        if not callable(fn):
+            raise ConfigurationError(f"a task must be callable, got {fn!r}")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
+        final = name if name is not None else task_name(fn)
+        existing = self._by_name.get(final)
+        if existing is not None and existing.fn is not fn:
+            raise ConfigurationError(
+                f"task name {final!r} is already used by {existing.fn!r}; pass name= to "
+                "tell the two apart"
+            )
+        if existing is not None and existing.explicit and not explicit:
+            return existing
+        defn = TaskDefinition(final, fn, options, is_async_callable(fn), explicit)
+        self._by_name[final] = defn
+        self._by_fn[id(fn)] = defn
+        return defn
+
+    def resolve(self, fn_or_name: Callable[..., Any] | str) -> TaskDefinition:
+        """The definition for a function (defining it with default options if it is a plain
+        function seen for the first time) or for a registered name."""
+        if isinstance(fn_or_name, str):
+            defn = self._by_name.get(fn_or_name)
+            if defn is None:
+                raise TaskNotRegistered(f"no task is registered under the name {fn_or_name!r}")
+            return defn
+        found = self._by_fn.get(id(fn_or_name))
+        if found is not None and found.fn is fn_or_name:
+            return found
+        return self.define(fn_or_name, TaskOptions(), None, explicit=False)
+
+    def get(self, name: str) -> TaskDefinition | None:
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)

@@ -1,0 +1,272 @@
+"""A store that keeps everything in this process's memory.
+
+Nothing survives the process: use it for tests and for apps that accept losing tasks on
+restart. It is pure async code without threads, so it runs under a virtual clock (trio's
+``MockClock``). Payloads are still JSON round-tripped, so a task sees the same arguments it
+would see from a persistent store.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from datetime import datetime
+
+from .._codec import dumps, loads
+from .._models import (
+    TERMINAL,
+    Outcome,
+    Page,
+    ScheduleState,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
+from .abc import HeartbeatResult, RecoveryResult, Store
+
+__all__ = ["MemoryStore"]
+
+_PENDING = TaskStatus.PENDING
+_RUNNING = TaskStatus.RUNNING
+
+
+class MemoryStore(Store):
+    shared = False
+
+    def __init__(self) -> None:
+        self._rows: dict[str, TaskRecord] = {}
+        self._order: list[TaskRecord] = []  # by seq; seq == index + 1
+        self._keys: dict[str, str] = {}
+        self._fires: set[tuple[str, datetime]] = set()
+        self._ready: list[tuple[int, int, str]] = []  # (-priority, seq, id) of due pending
+        self._delayed: list[tuple[datetime, int, str]] = []  # (run_after, seq, id)
+        self._running: dict[str, TaskRecord] = {}
+        self._schedules: dict[str, ScheduleState] = {}
+        self._seq = 0
+
+    # -- helpers -------------------------------------------------------------------------
+    def _enqueue(self, rec: TaskRecord) -> None:
+        heapq.heappush(self._delayed, (rec.run_after, rec.seq, rec.id))
+
+    def _promote(self, now: datetime) -> None:
+        delayed, ready, rows = self._delayed, self._ready, self._rows
+        while delayed and delayed[0][0] <= now:
+            run_after, seq, task_id = heapq.heappop(delayed)
+            rec = rows.get(task_id)
+            if rec is not None and rec.status is _PENDING and rec.run_after == run_after:
+                heapq.heappush(ready, (-rec.priority, seq, task_id))
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, task_id: str) -> TaskRecord | None:
+        rec = self._rows.get(task_id)
+        return None if rec is None else rec.copy()
+
+    async def fetch(self, task_id: str) -> TaskRecord | None:
+        return self.get(task_id)
+
+    async def fetch_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        rows = self._rows
+        return [rows[i].copy() for i in task_ids if i in rows]
+
+    async def list(self, query: TaskQuery) -> Page:
+        items: list[TaskRecord] = []
+        for rec in reversed(self._order):
+            if query.matches(rec):
+                items.append(rec.copy())
+                if len(items) == query.limit:
+                    break
+        next_cursor = items[-1].seq if len(items) == query.limit else None
+        return Page(items, next_cursor)
+
+    async def count(self, query: TaskQuery | None = None) -> int:
+        if query is None:
+            return len(self._rows)
+        return sum(1 for rec in self._order if query.matches(rec))
+
+    async def counts(self) -> dict[TaskStatus, int]:
+        result = dict.fromkeys(TaskStatus, 0)
+        for rec in self._order:
+            result[rec.status] += 1
+        return result
+
+    async def next_run_after(self) -> datetime | None:
+        rows = self._rows
+        for _, _, task_id in self._ready:
+            rec = rows.get(task_id)
+            if rec is not None and rec.status is _PENDING:
+                return rec.run_after  # already due
+        delayed = self._delayed
+        while delayed:
+            run_after, _, task_id = delayed[0]
+            rec = rows.get(task_id)
+            if rec is not None and rec.status is _PENDING and rec.run_after == run_after:
+                return run_after
+            heapq.heappop(delayed)  # stale entry
+        return None
+
+    # -- writes --------------------------------------------------------------------------
+    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
+        result: list[bool] = []
+        rows, keys, fires, order = self._rows, self._keys, self._fires, self._order
+        for src in records:
+            fire = (src.schedule_id, src.fire_at) if src.schedule_id and src.fire_at else None
+            if (
+                src.id in rows
+                or (src.idempotency_key is not None and src.idempotency_key in keys)
+                or (fire is not None and fire in fires)
+            ):
+                result.append(False)
+                continue
+            rec = src.copy()
+            rec.args = loads(dumps(src.args))
+            rec.kwargs = loads(dumps(src.kwargs))
+            rec.tags = list(src.tags)
+            rec.logs = list(src.logs)
+            self._seq += 1
+            rec.seq = self._seq
+            rows[rec.id] = rec
+            order.append(rec)
+            if rec.idempotency_key is not None:
+                keys[rec.idempotency_key] = rec.id
+            if fire is not None:
+                fires.add(fire)  # type: ignore[arg-type]
+            if rec.status is _PENDING:
+                self._enqueue(rec)
+            elif rec.status is _RUNNING:
+                self._running[rec.id] = rec
+            result.append(True)
+        return result
+
+    async def claim(
+        self, owner: str, limit: int, now: datetime, lease_until: datetime
+    ) -> list[TaskRecord]:
+        self._promote(now)
+        ready, rows, running = self._ready, self._rows, self._running
+        claimed: list[TaskRecord] = []
+        while ready and len(claimed) < limit:
+            _, _, task_id = heapq.heappop(ready)
+            rec = rows.get(task_id)
+            if rec is None or rec.status is not _PENDING or rec.run_after > now:
+                continue
+            rec.status = _RUNNING
+            rec.owner = owner
+            rec.lease_expires_at = lease_until
+            rec.started_at = now
+            rec.ended_at = None
+            rec.attempts += 1
+            rec.token += 1
+            rec.cancel_requested = False
+            running[task_id] = rec
+            claimed.append(rec.copy())
+        return claimed
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        result: list[bool] = []
+        rows, running = self._rows, self._running
+        for out in outcomes:
+            rec = rows.get(out.id)
+            if rec is None or rec.status is not _RUNNING or rec.token != out.token:
+                result.append(False)
+                continue
+            del running[out.id]
+            rec.status = out.status
+            rec.owner = None
+            rec.lease_expires_at = None
+            rec.cancel_requested = False
+            if out.logs is not None:
+                rec.logs = list(out.logs)
+            rec.error, rec.error_type, rec.traceback = out.error, out.error_type, out.traceback
+            if out.status is _PENDING:
+                rec.run_after = out.run_after or rec.run_after
+                rec.ended_at = out.ended_at
+                self._enqueue(rec)
+            else:
+                rec.ended_at = out.ended_at
+                rec.result = None if out.result is None else loads(dumps(out.result))
+            result.append(True)
+        return result
+
+    async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
+        hb = HeartbeatResult()
+        for rec in self._running.values():
+            if rec.owner == owner:
+                rec.lease_expires_at = lease_until
+                hb.held.add(rec.id)
+                if rec.cancel_requested:
+                    hb.cancel_requested.add(rec.id)
+        return hb
+
+    async def recover(self, now: datetime) -> RecoveryResult:
+        res = RecoveryResult()
+        expired = [
+            r for r in self._running.values()
+            if r.lease_expires_at is not None and r.lease_expires_at < now
+        ]
+        for rec in expired:
+            del self._running[rec.id]
+            rec.owner = None
+            rec.lease_expires_at = None
+            rec.cancel_requested = False
+            if rec.requeue_on_interrupt:
+                rec.status = _PENDING
+                rec.run_after = now
+                self._enqueue(rec)
+                res.requeued.append(rec.id)
+            else:
+                rec.status = TaskStatus.INTERRUPTED
+                rec.ended_at = now
+                rec.error_type = "Interrupted"
+                rec.error = "the instance running this task stopped before it finished"
+                res.interrupted.append(rec.id)
+        return res
+
+    async def cancel(self, task_id: str, now: datetime) -> TaskStatus | None:
+        rec = self._rows.get(task_id)
+        if rec is None:
+            return None
+        if rec.status is _PENDING:
+            rec.status = TaskStatus.CANCELLED
+            rec.ended_at = now
+        elif rec.status is _RUNNING:
+            rec.cancel_requested = True
+        return rec.status
+
+    async def interrupt_pending(self, created_before: datetime, now: datetime) -> int:
+        n = 0
+        for rec in self._order:
+            if rec.status is _PENDING and rec.created_at < created_before:
+                rec.status = TaskStatus.INTERRUPTED
+                rec.ended_at = now
+                rec.error_type = "Interrupted"
+                rec.error = "left pending by an earlier run (requeue_pending=False)"
+                n += 1
+        return n
+
+    async def purge(self, ended_before: datetime) -> int:
+        keep: list[TaskRecord] = []
+        removed = 0
+        for rec in self._order:
+            if rec.status in TERMINAL and rec.ended_at is not None and rec.ended_at < ended_before:
+                del self._rows[rec.id]
+                if rec.idempotency_key is not None:
+                    self._keys.pop(rec.idempotency_key, None)
+                removed += 1
+            else:
+                keep.append(rec)
+        self._order = keep
+        return removed
+
+    # -- schedules -----------------------------------------------------------------------
+    async def schedule_states(self) -> dict[str, ScheduleState]:
+        return {
+            k: ScheduleState(v.schedule_id, v.last_fire_at, v.paused)
+            for k, v in self._schedules.items()
+        }
+
+    async def save_schedule_state(self, state: ScheduleState) -> None:
+        old = self._schedules.get(state.schedule_id)
+        last = state.last_fire_at
+        if old is not None and old.last_fire_at is not None:
+            if last is None or last < old.last_fire_at:
+                last = old.last_fire_at
+        self._schedules[state.schedule_id] = ScheduleState(state.schedule_id, last, state.paused)
