@@ -15,6 +15,7 @@ outlives:
 
 from __future__ import annotations
 
+import builtins  # TaskManager.list shadows the builtin inside the class body
 import enum
 import logging
 import math
@@ -28,7 +29,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus as AnyioTaskStatus
@@ -49,6 +50,7 @@ from ._events import EventHub, TaskEvent
 from ._models import (
     DEAD,
     MAX_WAIT,
+    Metrics,
     Outcome,
     Page,
     TaskOptions,
@@ -59,9 +61,13 @@ from ._models import (
     check_tags,
 )
 from ._registry import Registry, TaskDefinition
+from ._threads import run_in_daemon_thread
 from .stores.abc import Store
 
-__all__ = ["RunState", "TaskManager"]
+if TYPE_CHECKING:
+    from .schedule import MisfirePolicy, OverlapPolicy, ScheduleInfo
+
+__all__ = ["RunState", "TaskAdder", "TaskManager"]
 
 log = logging.getLogger("anytask")
 
@@ -115,6 +121,22 @@ class _Signal:
             with anyio.move_on_after(timeout):
                 await self._event.wait()
         self._event = anyio.Event()
+
+
+class TaskAdder:
+    """What ``Depends(tm.get_tasks)`` injects: ``add_task(fn, *args, **kwargs) -> id``,
+    with the options of :meth:`TaskManager.add_task`. ``ids`` lists what it added."""
+
+    __slots__ = ("ids", "manager")
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+        self.ids: list[str] = []
+
+    def add_task(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
+        task_id = self.manager.add_task(fn, *args, **kwargs)
+        self.ids.append(task_id)
+        return task_id
 
 
 @dataclass(eq=False)
@@ -205,8 +227,12 @@ class TaskManager:
         self._stop: anyio.Event | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._thread_limiter: anyio.CapacityLimiter | None = None
+        self._dispatcher_done: anyio.Event | None = None
+        self._cutting = False  # shutdown grace is over: attempts are cancelled on sight
+        self._cancel_soon: set[str] = set()  # cancelled after the claim, before the start
         self._outer_tg: anyio.abc.TaskGroup | None = None
         self._write_error: BaseException | None = None
+        self._writing = False
 
     # ------------------------------------------------------------------ definitions
     @property
@@ -275,6 +301,75 @@ class TaskManager:
             return func
 
         return register(fn) if fn is not None else register
+
+    # ------------------------------------------------------------------ schedules
+    def schedule(
+        self,
+        *,
+        every: float | timedelta | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        id: str | None = None,  # noqa: A002 - the schedule id, as users call it
+        name: str | None = None,
+        start_at: datetime | None = None,
+        jitter: float | timedelta = 0.0,
+        run_on_start: bool = False,
+        misfire: MisfirePolicy | str = "run_once",
+        misfire_grace: float | timedelta = 1.0,
+        misfire_window: float | timedelta | None = None,
+        max_catch_up: int = 100,
+        overlap: OverlapPolicy | str = "skip",
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        max_delay: float | None = None,
+        retry_jitter: float = 0.0,
+        timeout: float | None = None,
+        priority: int = 0,
+        requeue_on_interrupt: bool = False,
+        tags: Iterable[str] = (),
+    ) -> Callable[[F], F]:
+        """Run the decorated function (async or sync) on an interval (``every=`` seconds or
+        timedelta) or a cron expression (``cron=``, in ``timezone``, default UTC). See
+        :mod:`anytask.schedule` for the options. Returns the function unchanged."""
+        from .schedule._definition import define_schedule
+
+        task_options = TaskOptions(
+            retries=retries, delay=delay, backoff=backoff, max_delay=max_delay,
+            jitter=retry_jitter, timeout=timeout, priority=priority,
+            requeue_on_interrupt=requeue_on_interrupt, tags=tuple(check_tags(tags)),
+        )
+        return define_schedule(
+            self, schedule_id=id, name=name, task_options=task_options, every=every,
+            cron=cron, timezone=timezone, start_at=start_at, jitter=jitter,
+            run_on_start=run_on_start, misfire=misfire, misfire_grace=misfire_grace,
+            misfire_window=misfire_window, max_catch_up=max_catch_up, overlap=overlap,
+        )
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule defined here, with its paused flag, last fire and outcome, and
+        next fire time."""
+        from .schedule._runner import list_schedules
+
+        return await list_schedules(self)
+
+    async def pause_schedule(self, schedule_id: str) -> None:
+        """Stop firing a schedule (on every instance sharing the store) until resumed."""
+        from .schedule._runner import pause_schedule
+
+        await pause_schedule(self, schedule_id)
+
+    async def resume_schedule(self, schedule_id: str) -> None:
+        """Fire a paused schedule again from its next fire time."""
+        from .schedule._runner import resume_schedule
+
+        await resume_schedule(self, schedule_id)
+
+    async def trigger_schedule(self, schedule_id: str) -> str:
+        """Run a schedule's task now, as one of its fires; returns the task id."""
+        from .schedule._runner import trigger_schedule
+
+        return await trigger_schedule(self, schedule_id)
 
     # ------------------------------------------------------------------ enqueue
     def _build(
@@ -347,13 +442,14 @@ class TaskManager:
         wake = self._writer_wake
         if wake is None:
             return  # not started: committed when the manager starts
+        token = self._token  # read once: the loop thread may reset it meanwhile
         if threading.get_ident() == self._loop_thread:
             wake.set()
-        elif self._token is not None:
+        elif token is not None:
             try:
-                anyio.from_thread.run_sync(wake.set, token=self._token)
-            except anyio.RunFinishedError:
-                pass
+                anyio.from_thread.run_sync(wake.set, token=token)
+            except (anyio.RunFinishedError, RuntimeError):
+                pass  # the loop is gone; the next start commits the buffer
 
     def add_task(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
         """Queue ``fn(*args, **kwargs)`` and return its task id at once.
@@ -427,6 +523,24 @@ class TaskManager:
     async def counts(self) -> dict[TaskStatus, int]:
         return await self._store.counts()
 
+    async def metrics(
+        self, *, since: datetime | None = None, until: datetime | None = None, buckets: int = 30
+    ) -> Metrics:
+        """Ended tasks per time bucket and run time percentiles per task name over
+        ``[since, until)`` (default: the last hour), computed by the store."""
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1000:
+            raise ConfigurationError(f"buckets must be an int in 1..1000, got {buckets!r}")
+        until = until or self.clock.now()
+        since = since or until - timedelta(hours=1)
+        if since >= until:
+            raise ConfigurationError(f"since ({since}) must be before until ({until})")
+        return await self._store.metrics(since, until, buckets)
+
+    async def get_tasks(self) -> TaskAdder:
+        """For ``Depends(tm.get_tasks)`` in a route: an object whose ``add_task`` queues a
+        task and returns its id (async, so FastAPI calls it without a worker thread)."""
+        return TaskAdder(self)
+
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskRecord:
         """Wait until the task reaches a terminal status and return its record."""
         if self._outer_tg is not None:
@@ -465,10 +579,7 @@ class TaskManager:
                     return
                 if self._outer_tg is None:
                     raise ManagerStateError("tasks are pending but the manager is not running")
-                changed = self._changed
-                assert changed is not None
-                with anyio.move_on_after(self.poll_interval if self._store.shared else 5.0):
-                    await changed.wait()
+                await self._wait_changed(self.poll_interval if self._store.shared else 5.0)
 
     async def cancel(self, task_id: str) -> TaskStatus:
         """Cancel a task. Pending: cancelled at once. Running here: its cancel scope is
@@ -485,6 +596,14 @@ class TaskManager:
             raise TaskNotFound(f"no task with id {task_id!r}")
         if status is TaskStatus.CANCELLED:
             self._notify_terminal([task_id])
+        elif status is TaskStatus.RUNNING and self._outer_tg is not None:
+            attempt = self._active.get(task_id)
+            if attempt is not None:  # it started while the store was asked
+                if attempt.reason is None:
+                    attempt.reason = "cancel"
+                    attempt.scope.cancel()
+            else:  # claimed here but not started yet, or running on another instance
+                self._cancel_soon.add(task_id)
         return status
 
     # ------------------------------------------------------------------ replay
@@ -531,7 +650,7 @@ class TaskManager:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 10_000,
-    ) -> list[TaskRecord]:
+    ) -> builtins.list[TaskRecord]:
         """Dead tasks selected by id, or created within ``[since, until)``."""
         if ids is not None:
             wanted = list(dict.fromkeys(ids))
@@ -566,7 +685,7 @@ class TaskManager:
         until: datetime | None = None,
         dry_run: bool = False,
         limit: int = 10_000,
-    ) -> list[tuple[TaskRecord, str | None]]:
+    ) -> builtins.list[tuple[TaskRecord, str | None]]:
         """Replay dead tasks by ids or by creation window, in one commit.
 
         Returns ``(original, new_id)`` pairs; with ``dry_run`` nothing is written and every
@@ -631,8 +750,12 @@ class TaskManager:
         finally:
             with self._lock:
                 self._state = RunState.IDLE
+                waiters = [*self._waiters.values()]
+                self._fire_changed()
                 self._reset_runtime()
                 self._outer_tg = None
+            for event in waiters:  # wait() and join() see at once that the manager stopped
+                event.set()
 
     async def _serve(self, task_status: AnyioTaskStatus[None]) -> None:
         started_at = self.clock.now()
@@ -646,10 +769,11 @@ class TaskManager:
         self._writer_wake = _Signal()
         self._dispatch_wake = _Signal()
         self._committed_signal = anyio.Event()
-        self._changed = anyio.Event()
+        self._changed = None
         self._stop = anyio.Event()
         self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
+        self._dispatcher_done = anyio.Event()
         send, receive = anyio.create_memory_object_stream[TaskRecord](math.inf)
         async with anyio.create_task_group() as services:
             self._outer_tg = services
@@ -683,7 +807,7 @@ class TaskManager:
                     send.close()
             # every attempt has handed its outcome to the writer; commit them all
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                while self._outcomes or self._committed < self._submitted:
+                while self._outcomes or self._writing or self._committed < self._submitted:
                     if self._write_error is not None:
                         break
                     self._writer_wake.set()
@@ -691,23 +815,46 @@ class TaskManager:
             services.cancel_scope.cancel()
 
     async def _drain(self) -> None:
-        """Give running attempts ``shutdown_grace`` to finish, then cancel the rest."""
+        """Give running attempts ``shutdown_grace`` to finish, then cancel the rest.
+
+        Claimed records count from the claim on (the limiter's borrowed tokens), not from
+        the moment a worker picks them up: a record claimed just before the stop is still
+        in the workers' stream, and must neither be forgotten here nor start afterwards
+        without a deadline."""
+        limiter, done = self._limiter, self._dispatcher_done
+        assert limiter is not None
+        assert done is not None
+        with anyio.move_on_after(max(self.shutdown_grace, 10.0)):
+            await done.wait()  # a claim in flight has handed its records to the workers
         with anyio.move_on_after(self.shutdown_grace):
-            while self._active:
+            while limiter.borrowed_tokens:
                 await self._capacity_freed()
+        self._cutting = True
         for attempt in list(self._active.values()):
             if attempt.reason is None:
                 attempt.reason = "shutdown"
                 attempt.scope.cancel()
         with anyio.move_on_after(1.0):
-            while self._active:
+            while limiter.borrowed_tokens:
                 await self._capacity_freed()
 
     async def _capacity_freed(self) -> None:
+        await self._wait_changed(0.05)
+
+    async def _wait_changed(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until an attempt ends or outcomes are committed.
+        The event exists only while somebody waits, so the hot path pays nothing."""
         changed = self._changed
-        assert changed is not None
-        with anyio.move_on_after(0.05):
+        if changed is None:
+            changed = self._changed = anyio.Event()
+        with anyio.move_on_after(timeout):
             await changed.wait()
+
+    def _fire_changed(self) -> None:
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
 
     # ------------------------------------------------------------------ writer
     async def _writer(self) -> None:
@@ -722,12 +869,14 @@ class TaskManager:
                 batch, self._inserts = self._inserts, []
                 mark = self._submitted
             outs, self._outcomes = self._outcomes, []
+            self._writing = True
             try:
                 if batch:
                     await store.insert(batch)
                 if outs:
                     await store.complete([o for o, _ in outs])
             except Exception as exc:
+                self._writing = False
                 # put everything back in order and try again: nothing is dropped
                 log.exception("anytask: store write failed; retrying in %.2fs", delay)
                 with self._lock:
@@ -738,6 +887,7 @@ class TaskManager:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            self._writing = False
             delay = 0.05
             self._write_error = None
             self._committed = mark
@@ -753,7 +903,7 @@ class TaskManager:
             if outs:
                 self._after_outcomes(outs)
 
-    def _after_outcomes(self, outs: list[tuple[Outcome, TaskRecord]]) -> None:
+    def _after_outcomes(self, outs: builtins.list[tuple[Outcome, TaskRecord]]) -> None:
         terminal = []
         requeued = False
         hub = self.events.active
@@ -769,16 +919,14 @@ class TaskManager:
             self._dispatch_wake.set()
         self._notify_terminal(terminal)
 
-    def _notify_terminal(self, ids: list[str]) -> None:
+    def _notify_terminal(self, ids: builtins.list[str]) -> None:
         waiters = self._waiters
         if waiters:
             for task_id in ids:
                 event = waiters.pop(task_id, None)
                 if event is not None:
                     event.set()
-        changed, self._changed = self._changed, anyio.Event()
-        if changed is not None:
-            changed.set()
+        self._fire_changed()
 
     def _publish(
         self,
@@ -812,42 +960,58 @@ class TaskManager:
     ) -> None:
         limiter = self._limiter
         wake = self._dispatch_wake
-        assert limiter is not None and wake is not None
+        assert limiter is not None
+        assert wake is not None
         store = self._store
         with scope:
-            while not scope.cancel_called:
-                free = int(limiter.available_tokens)
-                if free <= 0:
-                    await wake.wait()
-                    continue
-                now = self.clock.time()
-                try:
-                    # shielded: a claim that committed must reach the workers
-                    with anyio.CancelScope(shield=True):
-                        claimed = await store.claim(
-                            self.instance_id, free, from_ts(now), from_ts(now + self.lease)
-                        )
-                except Exception:
-                    log.exception("anytask: claiming tasks failed; retrying")
-                    await anyio.sleep(self.poll_interval)
-                    continue
-                for rec in claimed:
-                    limiter.acquire_on_behalf_of_nowait(rec)
-                    send(rec)
-                    if self.events.active:
-                        self._publish("running", rec, TaskStatus.RUNNING, at=rec.started_at)
-                if len(claimed) == free:
-                    continue  # there may be more due work; claim again when a slot frees
-                try:
-                    due = await store.next_run_after()
-                except Exception:
-                    log.exception("anytask: reading the next due time failed")
-                    due = None
-                timeout = self.poll_interval if store.shared else _NEVER
-                if due is not None:
-                    timeout = min(timeout, max(to_ts(due) - self.clock.time(), 0.0))
-                if timeout > 0:
-                    await wake.wait(timeout)
+            try:
+                await self._dispatch_loop(scope, send, limiter, wake, store)
+            finally:
+                assert self._dispatcher_done is not None
+                self._dispatcher_done.set()
+
+    async def _dispatch_loop(
+        self,
+        scope: anyio.CancelScope,
+        send: Callable[[TaskRecord], None],
+        limiter: anyio.CapacityLimiter,
+        wake: _Signal,
+        store: Store,
+    ) -> None:
+        while not scope.cancel_called:
+            free = int(limiter.available_tokens)
+            if free <= 0:
+                await wake.wait()
+                continue
+            now = self.clock.time()
+            try:
+                # shielded: a claim that committed must reach the workers
+                with anyio.CancelScope(shield=True):
+                    claimed = await store.claim(
+                        self.instance_id, free, from_ts(now), from_ts(now + self.lease)
+                    )
+            except Exception:
+                log.exception("anytask: claiming tasks failed; retrying")
+                await anyio.sleep(self.poll_interval)
+                continue
+            for rec in claimed:
+                limiter.acquire_on_behalf_of_nowait(rec)
+                send(rec)
+                if self.events.active:
+                    self._publish("running", rec, TaskStatus.RUNNING, at=rec.started_at)
+            if len(claimed) == free:
+                continue  # there may be more due work; claim again when a slot frees
+            try:
+                due = await store.next_run_after()
+            except Exception:
+                log.exception("anytask: reading the next due time failed")
+                due = None
+            timeout = self.poll_interval if store.shared else _NEVER
+            if due is not None:
+                timeout = min(timeout, max(to_ts(due) - self.clock.time(), 0.0))
+            # always a checkpoint: a due record that the claim did not take (another
+            # instance was faster) must not turn this loop into a busy one
+            await wake.wait(max(timeout, 0.001))
 
     # ------------------------------------------------------------------ workers
     async def _worker(self, receive: MemoryObjectReceiveStream[TaskRecord]) -> None:
@@ -879,6 +1043,13 @@ class TaskManager:
             )
             return
         attempt = _Attempt(rec, anyio.CancelScope())
+        if self._cutting:  # claimed before the stop, picked up after the grace ran out
+            attempt.reason = "shutdown"
+            attempt.scope.cancel()
+        elif self._cancel_soon and rec.id in self._cancel_soon:
+            self._cancel_soon.discard(rec.id)
+            attempt.reason = "cancel"
+            attempt.scope.cancel()
         self._active[rec.id] = attempt
         active = _Active(
             TaskContext(
@@ -897,23 +1068,26 @@ class TaskManager:
                             result = await self._call(defn, rec)
                     else:
                         result = await self._call(defn, rec)
-            except anyio.get_cancelled_exc_class():
-                # cancelled from outside the attempt: the manager itself is being torn down
-                out = self._outcome(rec, attempt.reason or "shutdown", None, None, active)
-                if out is not None:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                        await self._store.complete([out])
-                raise
+            except anyio.get_cancelled_exc_class() as exc:
+                if anyio.current_effective_deadline() != -math.inf:
+                    # nobody cancelled us: the task raised it itself (on asyncio, awaiting a
+                    # future that something else cancelled). A task error like any other.
+                    failure = exc
+                else:
+                    # cancelled from outside the attempt: the manager is being torn down
+                    out = self._outcome(rec, attempt.reason or "shutdown", None, None, active)
+                    if out is not None:
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                            await self._store.complete([out])
+                    raise
             except KeyboardInterrupt:
                 raise
-            except BaseException as exc:  # noqa: BLE001 - a task's error never kills the runtime
+            except BaseException as exc:  # a task's error never kills the runtime
                 failure = exc
         finally:
             _current.reset(ctx_token)
             self._active.pop(rec.id, None)
-            if self._changed is not None:
-                changed, self._changed = self._changed, anyio.Event()
-                changed.set()
+            self._fire_changed()
         reason = attempt.reason if attempt.scope.cancelled_caught else None
         out = self._outcome(rec, reason, result, failure, active)
         if out is not None:
@@ -923,8 +1097,14 @@ class TaskManager:
         if defn.is_async:
             return await defn.fn(*rec.args, **rec.kwargs)
         fn, args, kwargs = defn.fn, rec.args, rec.kwargs
-        return await anyio.to_thread.run_sync(
-            lambda: fn(*args, **kwargs), abandon_on_cancel=True, limiter=self._thread_limiter
+        assert self._thread_limiter is not None
+        assert self._token is not None
+        # daemon threads: an abandoned sync task never keeps the process alive (_threads.py)
+        return await run_in_daemon_thread(
+            lambda: fn(*args, **kwargs),
+            limiter=self._thread_limiter,
+            token=self._token,
+            name=f"anytask {rec.name} {rec.id}",
         )
 
     def _outcome(
@@ -939,7 +1119,8 @@ class TaskManager:
         ended = from_ts(now)
         logs = rec.logs + active.logs
         if active.dropped:
-            logs.append({"ts": now, "level": "warning", "msg": f"{active.dropped} log lines dropped"})
+            dropped = f"{active.dropped} log lines dropped"
+            logs.append({"ts": now, "level": "warning", "msg": dropped})
         if reason == "lease":
             return None  # another instance owns it now; our write would be refused anyway
         if reason == "cancel":

@@ -4,5 +4,6 @@ from .abc import HeartbeatResult as HeartbeatResult
 from .abc import RecoveryResult as RecoveryResult
 from .abc import Store as Store
 from .memory import MemoryStore as MemoryStore
+from .sqlite import SQLiteStore as SQLiteStore
 
-__all__ = ["HeartbeatResult", "MemoryStore", "RecoveryResult", "Store"]
+__all__ = ["HeartbeatResult", "MemoryStore", "RecoveryResult", "SQLiteStore", "Store"]

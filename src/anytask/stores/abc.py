@@ -24,14 +24,73 @@ Rules every implementation follows (and ``tests/test_store_contract.py`` checks)
 
 from __future__ import annotations
 
+import builtins
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .._models import Outcome, Page, ScheduleState, TaskQuery, TaskRecord, TaskStatus
+from .._models import (
+    DurationStats,
+    Metrics,
+    MetricsBucket,
+    Outcome,
+    Page,
+    ScheduleState,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
 
-__all__ = ["HeartbeatResult", "RecoveryResult", "Store"]
+__all__ = ["HeartbeatResult", "MetricsBuilder", "RecoveryResult", "Store"]
+
+#: How many records the generic :meth:`Store.metrics` reads at most.
+METRICS_SCAN_LIMIT = 50_000
+
+
+class MetricsBuilder:
+    """Accumulates ended tasks into buckets and per-name durations (shared by stores that
+    compute metrics in Python)."""
+
+    def __init__(self, since: datetime, until: datetime, buckets: int) -> None:
+        self.since, self.until = since, until
+        self.width = max((until - since).total_seconds(), 1e-6) / buckets
+        self.series = [
+            MetricsBucket(datetime.fromtimestamp(since.timestamp() + i * self.width, since.tzinfo))
+            for i in range(buckets)
+        ]
+        self.durations: dict[str, list[float]] = {}
+
+    def add(self, rec: TaskRecord) -> None:
+        ended = rec.ended_at
+        if ended is None or not rec.status.terminal or not self.since <= ended < self.until:
+            return
+        i = min(int((ended - self.since).total_seconds() / self.width), len(self.series) - 1)
+        bucket = self.series[i]
+        if rec.status is TaskStatus.SUCCESS:
+            bucket.success += 1
+        elif rec.status.dead:
+            bucket.failed += 1
+        else:
+            bucket.other += 1
+        duration = rec.duration
+        if duration is not None and rec.status in (TaskStatus.SUCCESS, TaskStatus.FAILED):
+            self.durations.setdefault(rec.name, []).append(duration)
+
+    def build(self, counts: dict[TaskStatus, int]) -> Metrics:
+        stats = []
+        for name, values in sorted(self.durations.items()):
+            values.sort()
+            stats.append(
+                DurationStats(name, len(values), *(percentile(values, p) for p in (50, 95, 99)))
+            )
+        return Metrics(self.since, self.until, counts, self.series, stats)
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending, non-empty sequence."""
+    return ordered[min(len(ordered) - 1, max(math.ceil(p / 100 * len(ordered)) - 1, 0))]
 
 
 @dataclass
@@ -42,8 +101,8 @@ class HeartbeatResult:
 
 @dataclass
 class RecoveryResult:
-    requeued: list[str] = field(default_factory=list)
-    interrupted: list[str] = field(default_factory=list)
+    requeued: builtins.list[str] = field(default_factory=list)
+    interrupted: builtins.list[str] = field(default_factory=list)
 
 
 class Store(ABC):
@@ -66,7 +125,7 @@ class Store(ABC):
     async def fetch(self, task_id: str) -> TaskRecord | None:
         """The record with this id, or None."""
 
-    async def fetch_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+    async def fetch_many(self, task_ids: Sequence[str]) -> builtins.list[TaskRecord]:
         """Records for the ids that exist, in no particular order."""
         found = [await self.fetch(i) for i in task_ids]
         return [r for r in found if r is not None]
@@ -87,19 +146,34 @@ class Store(ABC):
     async def next_run_after(self) -> datetime | None:
         """The earliest ``run_after`` among pending records, or None when none is pending."""
 
+    async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
+        """Tasks that ended in ``[since, until)``, in ``buckets`` equal time buckets, with
+        run time percentiles per task name. This generic version pages through
+        :meth:`list` (at most ``METRICS_SCAN_LIMIT`` records); stores override it."""
+        builder = MetricsBuilder(since, until, buckets)
+        cursor: int | None = None
+        for _ in range(METRICS_SCAN_LIMIT // 1000):
+            page = await self.list(TaskQuery(limit=1000, cursor=cursor))
+            for rec in page.items:
+                builder.add(rec)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return builder.build(await self.counts())
+
     # -- writes --------------------------------------------------------------------------
     @abstractmethod
-    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
+    async def insert(self, records: Sequence[TaskRecord]) -> builtins.list[bool]:
         """Insert new records in one transaction; False where a conflict kept one out."""
 
     @abstractmethod
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
-    ) -> list[TaskRecord]:
+    ) -> builtins.list[TaskRecord]:
         """Atomically take up to ``limit`` due pending records for ``owner``."""
 
     @abstractmethod
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
         """Apply fenced outcomes in one transaction; False where the token did not match."""
 
     @abstractmethod

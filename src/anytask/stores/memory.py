@@ -8,13 +8,17 @@ would see from a persistent store.
 
 from __future__ import annotations
 
+import builtins
 import heapq
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from .._codec import dumps, loads
 from .._models import (
     TERMINAL,
+    Metrics,
     Outcome,
     Page,
     ScheduleState,
@@ -22,7 +26,7 @@ from .._models import (
     TaskRecord,
     TaskStatus,
 )
-from .abc import HeartbeatResult, RecoveryResult, Store
+from .abc import HeartbeatResult, MetricsBuilder, RecoveryResult, Store
 
 __all__ = ["MemoryStore"]
 
@@ -30,19 +34,31 @@ _PENDING = TaskStatus.PENDING
 _RUNNING = TaskStatus.RUNNING
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _clone(value: Any) -> Any:
+    """A private copy of a JSON value (a shallow copy suffices when it holds scalars)."""
+    items = value.values() if type(value) is dict else value
+    if all(type(v) in _SCALARS for v in items):
+        return value.copy()
+    return loads(dumps(value))
+
+
 class MemoryStore(Store):
     shared = False
 
     def __init__(self) -> None:
         self._rows: dict[str, TaskRecord] = {}
-        self._order: list[TaskRecord] = []  # by seq; seq == index + 1
+        self._order: builtins.list[TaskRecord] = []  # by seq; seq == index + 1
         self._keys: dict[str, str] = {}
         self._fires: set[tuple[str, datetime]] = set()
-        self._ready: list[tuple[int, int, str]] = []  # (-priority, seq, id) of due pending
-        self._delayed: list[tuple[datetime, int, str]] = []  # (run_after, seq, id)
+        self._ready: builtins.list[tuple[int, int, str]] = []  # (-priority, seq, id) of due pending
+        self._delayed: builtins.list[tuple[datetime, int, str]] = []  # (run_after, seq, id)
         self._running: dict[str, TaskRecord] = {}
         self._schedules: dict[str, ScheduleState] = {}
         self._seq = 0
+        self._counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
 
     # -- helpers -------------------------------------------------------------------------
     def _enqueue(self, rec: TaskRecord) -> None:
@@ -64,12 +80,12 @@ class MemoryStore(Store):
     async def fetch(self, task_id: str) -> TaskRecord | None:
         return self.get(task_id)
 
-    async def fetch_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+    async def fetch_many(self, task_ids: Sequence[str]) -> builtins.list[TaskRecord]:
         rows = self._rows
         return [rows[i].copy() for i in task_ids if i in rows]
 
     async def list(self, query: TaskQuery) -> Page:
-        items: list[TaskRecord] = []
+        items: builtins.list[TaskRecord] = []
         for rec in reversed(self._order):
             if query.matches(rec):
                 items.append(rec.copy())
@@ -81,13 +97,24 @@ class MemoryStore(Store):
     async def count(self, query: TaskQuery | None = None) -> int:
         if query is None:
             return len(self._rows)
+        if query.cursor is not None:  # the count covers every page
+            query = replace(query, cursor=None)
         return sum(1 for rec in self._order if query.matches(rec))
 
     async def counts(self) -> dict[TaskStatus, int]:
-        result = dict.fromkeys(TaskStatus, 0)
-        for rec in self._order:
-            result[rec.status] += 1
-        return result
+        return dict(self._counts)
+
+    def _move(self, rec: TaskRecord, status: TaskStatus) -> None:
+        counts = self._counts
+        counts[rec.status] -= 1
+        counts[status] += 1
+        rec.status = status
+
+    async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
+        builder = MetricsBuilder(since, until, buckets)
+        for rec in self._order:  # one pass, no copies
+            builder.add(rec)
+        return builder.build(await self.counts())
 
     async def next_run_after(self) -> datetime | None:
         rows = self._rows
@@ -105,8 +132,8 @@ class MemoryStore(Store):
         return None
 
     # -- writes --------------------------------------------------------------------------
-    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
-        result: list[bool] = []
+    async def insert(self, records: Sequence[TaskRecord]) -> builtins.list[bool]:
+        result: builtins.list[bool] = []
         rows, keys, fires, order = self._rows, self._keys, self._fires, self._order
         for src in records:
             fire = (src.schedule_id, src.fire_at) if src.schedule_id and src.fire_at else None
@@ -118,18 +145,19 @@ class MemoryStore(Store):
                 result.append(False)
                 continue
             rec = src.copy()
-            rec.args = loads(dumps(src.args))
-            rec.kwargs = loads(dumps(src.kwargs))
+            rec.args = _clone(src.args)
+            rec.kwargs = _clone(src.kwargs)
             rec.tags = list(src.tags)
             rec.logs = list(src.logs)
             self._seq += 1
             rec.seq = self._seq
             rows[rec.id] = rec
             order.append(rec)
+            self._counts[rec.status] += 1
             if rec.idempotency_key is not None:
                 keys[rec.idempotency_key] = rec.id
             if fire is not None:
-                fires.add(fire)  # type: ignore[arg-type]
+                fires.add(fire)
             if rec.status is _PENDING:
                 self._enqueue(rec)
             elif rec.status is _RUNNING:
@@ -139,16 +167,16 @@ class MemoryStore(Store):
 
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
-    ) -> list[TaskRecord]:
+    ) -> builtins.list[TaskRecord]:
         self._promote(now)
         ready, rows, running = self._ready, self._rows, self._running
-        claimed: list[TaskRecord] = []
+        claimed: builtins.list[TaskRecord] = []
         while ready and len(claimed) < limit:
             _, _, task_id = heapq.heappop(ready)
             rec = rows.get(task_id)
             if rec is None or rec.status is not _PENDING or rec.run_after > now:
                 continue
-            rec.status = _RUNNING
+            self._move(rec, _RUNNING)
             rec.owner = owner
             rec.lease_expires_at = lease_until
             rec.started_at = now
@@ -160,8 +188,8 @@ class MemoryStore(Store):
             claimed.append(rec.copy())
         return claimed
 
-    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        result: list[bool] = []
+    async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
+        result: builtins.list[bool] = []
         rows, running = self._rows, self._running
         for out in outcomes:
             rec = rows.get(out.id)
@@ -169,7 +197,7 @@ class MemoryStore(Store):
                 result.append(False)
                 continue
             del running[out.id]
-            rec.status = out.status
+            self._move(rec, out.status)
             rec.owner = None
             rec.lease_expires_at = None
             rec.cancel_requested = False
@@ -199,7 +227,8 @@ class MemoryStore(Store):
     async def recover(self, now: datetime) -> RecoveryResult:
         res = RecoveryResult()
         expired = [
-            r for r in self._running.values()
+            r
+            for r in self._running.values()
             if r.lease_expires_at is not None and r.lease_expires_at < now
         ]
         for rec in expired:
@@ -208,12 +237,12 @@ class MemoryStore(Store):
             rec.lease_expires_at = None
             rec.cancel_requested = False
             if rec.requeue_on_interrupt:
-                rec.status = _PENDING
+                self._move(rec, _PENDING)
                 rec.run_after = now
                 self._enqueue(rec)
                 res.requeued.append(rec.id)
             else:
-                rec.status = TaskStatus.INTERRUPTED
+                self._move(rec, TaskStatus.INTERRUPTED)
                 rec.ended_at = now
                 rec.error_type = "Interrupted"
                 rec.error = "the instance running this task stopped before it finished"
@@ -225,7 +254,7 @@ class MemoryStore(Store):
         if rec is None:
             return None
         if rec.status is _PENDING:
-            rec.status = TaskStatus.CANCELLED
+            self._move(rec, TaskStatus.CANCELLED)
             rec.ended_at = now
         elif rec.status is _RUNNING:
             rec.cancel_requested = True
@@ -235,7 +264,7 @@ class MemoryStore(Store):
         n = 0
         for rec in self._order:
             if rec.status is _PENDING and rec.created_at < created_before:
-                rec.status = TaskStatus.INTERRUPTED
+                self._move(rec, TaskStatus.INTERRUPTED)
                 rec.ended_at = now
                 rec.error_type = "Interrupted"
                 rec.error = "left pending by an earlier run (requeue_pending=False)"
@@ -243,11 +272,12 @@ class MemoryStore(Store):
         return n
 
     async def purge(self, ended_before: datetime) -> int:
-        keep: list[TaskRecord] = []
+        keep: builtins.list[TaskRecord] = []
         removed = 0
         for rec in self._order:
             if rec.status in TERMINAL and rec.ended_at is not None and rec.ended_at < ended_before:
                 del self._rows[rec.id]
+                self._counts[rec.status] -= 1
                 if rec.idempotency_key is not None:
                     self._keys.pop(rec.idempotency_key, None)
                 removed += 1
@@ -266,7 +296,10 @@ class MemoryStore(Store):
     async def save_schedule_state(self, state: ScheduleState) -> None:
         old = self._schedules.get(state.schedule_id)
         last = state.last_fire_at
-        if old is not None and old.last_fire_at is not None:
-            if last is None or last < old.last_fire_at:
-                last = old.last_fire_at
+        if (
+            old is not None
+            and old.last_fire_at is not None
+            and (last is None or last < old.last_fire_at)
+        ):
+            last = old.last_fire_at
         self._schedules[state.schedule_id] = ScheduleState(state.schedule_id, last, state.paused)

@@ -1,0 +1,924 @@
+"""A store in one SQLite file: the embedded default (``TaskManager(snapshot_db=path)``).
+
+Built on the standard library's :mod:`sqlite3` (``aiosqlite`` does not run under trio):
+
+* one *writer* connection, used by one worker thread at a time through an
+  ``anyio.CapacityLimiter(1)``; every write is one ``BEGIN IMMEDIATE`` transaction, and a
+  batch (``insert``, ``complete``) is one transaction;
+* a small pool of *reader* connections (``PRAGMA query_only``) for the async reads and
+  for the synchronous :meth:`SQLiteStore.get`, which works from any thread;
+* WAL journal, ``STRICT`` tables, timestamps as REAL epoch seconds, payloads as JSON text
+  (never pickle), and a schema version in ``anytask_meta`` checked on open.
+
+Several processes on one host may share one file: a claim is a single
+``UPDATE ... RETURNING`` inside ``BEGIN IMMEDIATE``, so two claimers never take the same
+task. Failures surface as the typed errors of :mod:`anytask._errors`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from .._clock import from_ts, to_ts
+from .._codec import dumps, loads
+from .._errors import (
+    ConfigurationError,
+    SchemaVersionError,
+    StoreCorruptError,
+    StoreError,
+    StoreLockedError,
+    StoreReadOnlyError,
+)
+from .._models import (
+    TERMINAL,
+    Metrics,
+    Outcome,
+    Page,
+    ScheduleState,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
+from .abc import HeartbeatResult, MetricsBuilder, RecoveryResult, Store
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+T = TypeVar("T")
+
+#: Version of the schema this module writes. A file with a higher version is refused.
+SCHEMA_VERSION = 1
+_MIN_SQLITE = (3, 37, 0)  # STRICT tables (3.37), RETURNING (3.35), json_each built in
+_HEADER = b"SQLite format 3\x00"
+_MAX_IDLE_READERS = 4
+_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+_METRICS_ROW_LIMIT = 500_000  # ended tasks read at most for one metrics window
+
+_BUSY, _LOCKED, _READONLY, _CORRUPT, _CANTOPEN, _NOTADB = 5, 6, 8, 11, 14, 26
+
+_COLUMNS = (
+    "seq",
+    "id",
+    "name",
+    "args",
+    "kwargs",
+    "created_at",
+    "run_after",
+    "status",
+    "priority",
+    "tags",
+    "idempotency_key",
+    "started_at",
+    "ended_at",
+    "attempts",
+    "max_attempts",
+    "timeout",
+    "requeue_on_interrupt",
+    "error",
+    "error_type",
+    "traceback",
+    "result",
+    "logs",
+    "schedule_id",
+    "fire_at",
+    "owner",
+    "lease_expires_at",
+    "token",
+    "cancel_requested",
+    "replay_of",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM anytask_tasks"
+_INSERT = (
+    f"INSERT INTO anytask_tasks ({', '.join(_COLUMNS[1:])}) "
+    f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))}) ON CONFLICT DO NOTHING"
+)
+_STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
+
+_SCHEMA = f"""
+CREATE TABLE anytask_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE anytask_tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    args TEXT NOT NULL,
+    kwargs TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    run_after REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ({_STATUSES})),
+    priority INTEGER NOT NULL,
+    tags TEXT NOT NULL,
+    idempotency_key TEXT,
+    started_at REAL,
+    ended_at REAL,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    timeout REAL,
+    requeue_on_interrupt INTEGER NOT NULL,
+    error TEXT,
+    error_type TEXT,
+    traceback TEXT,
+    result TEXT,
+    logs TEXT NOT NULL,
+    schedule_id TEXT,
+    fire_at REAL,
+    owner TEXT,
+    lease_expires_at REAL,
+    token INTEGER NOT NULL,
+    cancel_requested INTEGER NOT NULL,
+    replay_of TEXT
+) STRICT;
+
+CREATE UNIQUE INDEX anytask_tasks_idempotency_key ON anytask_tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX anytask_tasks_fire ON anytask_tasks (schedule_id, fire_at)
+    WHERE schedule_id IS NOT NULL AND fire_at IS NOT NULL;
+CREATE INDEX anytask_tasks_due ON anytask_tasks (priority DESC, seq, run_after)
+    WHERE status = 'pending';
+CREATE INDEX anytask_tasks_run_after ON anytask_tasks (run_after)
+    WHERE status = 'pending';
+CREATE INDEX anytask_tasks_owner ON anytask_tasks (owner)
+    WHERE status = 'running';
+CREATE INDEX anytask_tasks_lease ON anytask_tasks (lease_expires_at)
+    WHERE status = 'running';
+CREATE INDEX anytask_tasks_status ON anytask_tasks (status, seq);
+CREATE INDEX anytask_tasks_name ON anytask_tasks (name, seq);
+CREATE INDEX anytask_tasks_ended ON anytask_tasks (ended_at)
+    WHERE ended_at IS NOT NULL;
+
+CREATE TABLE anytask_schedules (
+    schedule_id TEXT PRIMARY KEY,
+    last_fire_at REAL,
+    paused INTEGER NOT NULL
+) STRICT;
+"""
+
+_CLAIM = f"""
+UPDATE anytask_tasks
+SET status = 'running', owner = ?, lease_expires_at = ?, started_at = ?, ended_at = NULL,
+    attempts = attempts + 1, token = token + 1, cancel_requested = 0
+WHERE seq IN (
+    SELECT seq FROM anytask_tasks INDEXED BY anytask_tasks_due
+    WHERE status = 'pending' AND run_after <= ?
+    ORDER BY priority DESC, seq ASC
+    LIMIT ?
+)
+RETURNING {", ".join(_COLUMNS)}
+"""
+
+_COMPLETE_FINAL = """
+UPDATE anytask_tasks
+SET status = ?, owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
+    logs = coalesce(?, logs), error = ?, error_type = ?, traceback = ?,
+    ended_at = ?, result = ?
+WHERE id = ? AND token = ? AND status = 'running'
+"""
+
+_COMPLETE_RETRY = """
+UPDATE anytask_tasks
+SET status = 'pending', owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
+    logs = coalesce(?, logs), error = ?, error_type = ?, traceback = ?,
+    ended_at = ?, run_after = coalesce(?, run_after)
+WHERE id = ? AND token = ? AND status = 'running'
+"""
+
+_RECOVER = """
+UPDATE anytask_tasks INDEXED BY anytask_tasks_lease
+SET owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
+    status = CASE WHEN requeue_on_interrupt THEN 'pending' ELSE 'interrupted' END,
+    run_after = CASE WHEN requeue_on_interrupt THEN ?1 ELSE run_after END,
+    ended_at = CASE WHEN requeue_on_interrupt THEN ended_at ELSE ?1 END,
+    error_type = CASE WHEN requeue_on_interrupt THEN error_type ELSE 'Interrupted' END,
+    error = CASE WHEN requeue_on_interrupt THEN error ELSE ?2 END
+WHERE status = 'running' AND lease_expires_at < ?1
+RETURNING id, status
+"""
+_RECOVER_ERROR = "the instance running this task stopped before it finished"
+_LEFT_PENDING_ERROR = "left pending by an earlier run (requeue_pending=False)"
+
+_CANCEL = """
+UPDATE anytask_tasks
+SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+    ended_at = CASE WHEN status = 'pending' THEN ?2 ELSE ended_at END,
+    cancel_requested = CASE WHEN status = 'running' THEN 1 ELSE cancel_requested END
+WHERE id = ?1
+RETURNING status
+"""
+
+_SAVE_SCHEDULE = """
+INSERT INTO anytask_schedules (schedule_id, last_fire_at, paused) VALUES (?, ?, ?)
+ON CONFLICT (schedule_id) DO UPDATE SET
+    last_fire_at = CASE
+        WHEN anytask_schedules.last_fire_at IS NULL THEN excluded.last_fire_at
+        WHEN excluded.last_fire_at IS NULL THEN anytask_schedules.last_fire_at
+        ELSE max(anytask_schedules.last_fire_at, excluded.last_fire_at)
+    END,
+    paused = excluded.paused
+"""
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else to_ts(value)
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else from_ts(value)
+
+
+def _row_to_record(row: Sequence[Any]) -> TaskRecord:
+    (
+        seq,
+        task_id,
+        name,
+        args,
+        kwargs,
+        created_at,
+        run_after,
+        status,
+        priority,
+        tags,
+        idempotency_key,
+        started_at,
+        ended_at,
+        attempts,
+        max_attempts,
+        timeout,
+        requeue_on_interrupt,
+        error,
+        error_type,
+        traceback,
+        result,
+        logs,
+        schedule_id,
+        fire_at,
+        owner,
+        lease_expires_at,
+        token,
+        cancel_requested,
+        replay_of,
+    ) = row
+    return TaskRecord(
+        id=task_id,
+        name=name,
+        args=loads(args),
+        kwargs=loads(kwargs),
+        created_at=from_ts(created_at),
+        run_after=from_ts(run_after),
+        status=TaskStatus(status),
+        priority=priority,
+        tags=loads(tags),
+        idempotency_key=idempotency_key,
+        started_at=_dt(started_at),
+        ended_at=_dt(ended_at),
+        attempts=attempts,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        requeue_on_interrupt=bool(requeue_on_interrupt),
+        error=error,
+        error_type=error_type,
+        traceback=traceback,
+        result=None if result is None else loads(result),
+        logs=loads(logs),
+        schedule_id=schedule_id,
+        fire_at=_dt(fire_at),
+        owner=owner,
+        lease_expires_at=_dt(lease_expires_at),
+        token=token,
+        cancel_requested=bool(cancel_requested),
+        replay_of=replay_of,
+        seq=seq,
+    )
+
+
+def _record_params(rec: TaskRecord) -> tuple[Any, ...]:
+    return (
+        rec.id,
+        rec.name,
+        dumps(rec.args),
+        dumps(rec.kwargs),
+        to_ts(rec.created_at),
+        to_ts(rec.run_after),
+        rec.status.value,
+        rec.priority,
+        dumps(list(rec.tags)),
+        rec.idempotency_key,
+        _ts(rec.started_at),
+        _ts(rec.ended_at),
+        rec.attempts,
+        rec.max_attempts,
+        rec.timeout,
+        rec.requeue_on_interrupt,
+        rec.error,
+        rec.error_type,
+        rec.traceback,
+        None if rec.result is None else dumps(rec.result),
+        dumps(list(rec.logs)),
+        rec.schedule_id,
+        _ts(rec.fire_at),
+        rec.owner,
+        _ts(rec.lease_expires_at),
+        rec.token,
+        rec.cancel_requested,
+        rec.replay_of,
+    )
+
+
+def _icontains(haystack: str | None, needle: str) -> bool:
+    # Python's lower() (Unicode-aware), as in TaskQuery.matches; SQLite's is ASCII-only
+    return haystack is not None and needle in haystack.lower()
+
+
+def _where(query: TaskQuery, *, paged: bool) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if paged and query.cursor is not None:
+        clauses.append("seq < ?")
+        params.append(query.cursor)
+    if query.statuses is not None:
+        statuses = sorted(s.value for s in query.statuses)
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(statuses)
+    if query.name is not None:
+        clauses.append("name = ?")
+        params.append(query.name)
+    if query.tag is not None:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(anytask_tasks.tags) WHERE value = ?)")
+        params.append(query.tag)
+    if query.schedule_id is not None:
+        clauses.append("schedule_id = ?")
+        params.append(query.schedule_id)
+    if query.created_after is not None:
+        clauses.append("created_at >= ?")
+        params.append(to_ts(query.created_after))
+    if query.created_before is not None:
+        clauses.append("created_at < ?")
+        params.append(to_ts(query.created_before))
+    if query.search:
+        needle = query.search.lower()
+        clauses.append("(anytask_icontains(name, ?) OR anytask_icontains(error, ?))")
+        params.extend((needle, needle))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+class SQLiteStore(Store):
+    """Task records in one SQLite file, shared safely by the processes of one host.
+
+    ``synchronous`` is SQLite's ``PRAGMA synchronous`` for the writer: ``"FULL"`` (the
+    default) makes every acknowledged commit survive a power loss or OS crash.
+    ``"NORMAL"`` is faster in WAL mode and still survives a *process* crash (kill -9), but
+    a power loss or OS crash can lose the last transactions committed before it, i.e.
+    tasks whose enqueue was already acknowledged. ``"EXTRA"`` is also accepted.
+
+    ``busy_timeout`` is how many seconds an operation waits for another connection's lock
+    before failing with :class:`~anytask.StoreLockedError`.
+
+    Opening never modifies a file it refuses: a file that is not SQLite, is damaged, or
+    holds tables of another application (an SQLite database is accepted only when it is
+    empty or already an anytask database) raises :class:`~anytask.StoreCorruptError`; a
+    file from a newer anytask raises :class:`~anytask.SchemaVersionError`; a file or
+    directory that cannot be written raises :class:`~anytask.StoreReadOnlyError`.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise ConfigurationError(f"path must be a str or os.PathLike, got {path!r}")
+        text = os.fspath(path)
+        if not text or text == ":memory:" or text.startswith("file:"):
+            raise ConfigurationError(
+                f"path must be a file path, got {text!r} (use MemoryStore for memory only)"
+            )
+        if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, int | float)
+            or not 0 <= busy_timeout < 1e6
+        ):
+            raise ConfigurationError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        self.path = Path(text).absolute()
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = float(busy_timeout)
+        self._writer: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()  # the writer is used by one thread at a time
+        self._write_limiter: anyio.CapacityLimiter | None = None
+        self._read_limiter: anyio.CapacityLimiter | None = None
+        self._pool_lock = threading.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._generation = 0  # bumped by close(): readers of an older one are discarded
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # -- errors --------------------------------------------------------------------------
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        where = str(self.path)
+        if primary in (_BUSY, _LOCKED):
+            return StoreLockedError(
+                f"{where} is locked by another connection (waited {self.busy_timeout:g}s): {exc}"
+            )
+        if primary == _READONLY:
+            return StoreReadOnlyError(f"{where} cannot be written: {exc}")
+        if primary in (_CORRUPT, _NOTADB):
+            return StoreCorruptError(f"{where} is not a usable anytask database: {exc}")
+        if primary == _CANTOPEN and not self._dir_writable():
+            return StoreReadOnlyError(f"{where} cannot be written (directory is read-only): {exc}")
+        return StoreError(f"{where}: {exc}")
+
+    def _dir_writable(self) -> bool:
+        return os.access(self.path.parent, os.W_OK | os.X_OK)
+
+    # -- connections ---------------------------------------------------------------------
+    def _connect(self, *, reader: bool) -> sqlite3.Connection:
+        if reader:  # never create the file from a reader
+            conn = sqlite3.connect(
+                self.path.as_uri() + "?mode=rw",
+                uri=True,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if reader:
+                conn.execute("PRAGMA query_only = 1")
+                conn.create_function("anytask_icontains", 2, _icontains, deterministic=True)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _borrow(self) -> tuple[sqlite3.Connection, int]:
+        with self._pool_lock:
+            generation = self._generation
+            if self._idle_readers:
+                return self._idle_readers.pop(), generation
+        return self._connect(reader=True), generation
+
+    def _give_back(self, conn: sqlite3.Connection, generation: int) -> None:
+        with self._pool_lock:
+            if (
+                self._writer is not None  # a closed store keeps no connection open
+                and generation == self._generation
+                and len(self._idle_readers) < _MAX_IDLE_READERS
+            ):
+                self._idle_readers.append(conn)
+                return
+        conn.close()
+
+    def _read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            conn, generation = self._borrow()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            result = fn(conn)
+        except BaseException as exc:
+            conn.close()  # in an unknown state: never reused
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from exc
+            raise
+        self._give_back(conn, generation)
+        return result
+
+    def _write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                raise StoreError(f"{self!r} is not open")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            return result
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        limiter = self._read_limiter
+        if limiter is None:
+            raise StoreError(f"{self!r} is not open")
+        return await anyio.to_thread.run_sync(self._read_sync, fn, limiter=limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        limiter = self._write_limiter
+        if limiter is None:
+            raise StoreError(f"{self!r} is not open")
+        # no abandon_on_cancel: a committed claim is always handed back to the caller
+        return await anyio.to_thread.run_sync(self._write_sync, fn, limiter=limiter)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise StoreError(
+                f"SQLiteStore needs SQLite >= {'.'.join(map(str, _MIN_SQLITE))}, "
+                f"this Python has {sqlite3.sqlite_version}"
+            )
+        self._write_limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(_MAX_IDLE_READERS)
+        try:
+            await anyio.to_thread.run_sync(self._open_sync, limiter=self._write_limiter)
+        except BaseException:
+            self._write_limiter = self._read_limiter = None
+            raise
+
+    def _open_sync(self) -> None:
+        self._precheck_file()
+        with self._write_lock:
+            try:
+                conn = self._connect(reader=False)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            try:
+                self._prepare(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = conn
+
+    def _precheck_file(self) -> None:
+        path = self.path
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot create {path}: directory {path.parent} does not exist")
+        if path.exists():
+            if not path.is_file():
+                raise StoreCorruptError(f"{path} is not a regular file")
+            try:
+                with path.open("rb") as f:
+                    header = f.read(len(_HEADER))
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
+            if header and header != _HEADER:
+                raise StoreCorruptError(f"{path} is not an SQLite database; it was left as is")
+        elif not self._dir_writable():
+            raise StoreReadOnlyError(f"cannot create {path}: directory is read-only")
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        try:
+            # read only, so a refused file is never modified
+            self._check_schema(conn, create=False)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_schema(conn, create=True)  # again: another process may race us
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self.path}: could not switch to WAL journal mode (got {mode!r})")
+
+    def _check_schema(self, conn: sqlite3.Connection, *, create: bool) -> None:
+        tables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        if "anytask_meta" not in tables:
+            if tables:
+                raise StoreCorruptError(
+                    f"{self.path} is an SQLite database of another application "
+                    f"(tables: {', '.join(sorted(tables))}); it was left as is"
+                )
+            if create:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO anytask_meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            return
+        row = conn.execute("SELECT value FROM anytask_meta WHERE key = 'schema_version'").fetchone()
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise StoreCorruptError(
+                f"{self.path} has no valid anytask schema version; it was left as is"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {version}, written by a newer anytask; "
+                f"this version knows up to {SCHEMA_VERSION}. Upgrade anytask to open it."
+            )
+        missing = {"anytask_tasks", "anytask_schedules"} - tables
+        if missing or version < 1:
+            raise StoreCorruptError(
+                f"{self.path} is an incomplete anytask database "
+                f"(missing: {', '.join(sorted(missing)) or 'nothing'}, version {version})"
+            )
+
+    async def close(self) -> None:
+        with self._pool_lock:
+            self._generation += 1
+            idle, self._idle_readers = self._idle_readers, []
+        for conn in idle:
+            conn.close()
+        if self._writer is None:
+            return
+        limiter = self._write_limiter
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._close_writer, limiter=limiter)
+        self._write_limiter = self._read_limiter = None
+
+    def _close_writer(self) -> None:
+        with self._write_lock:
+            conn, self._writer = self._writer, None
+            if conn is not None:
+                conn.close()
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The record with this id, or None. Synchronous and safe from any thread; works
+        before :meth:`open` too (a missing file then reads as no record)."""
+        if not self.path.exists():
+            return None
+        return self._read_sync(lambda conn: self._fetch_sync(conn, task_id))
+
+    @staticmethod
+    def _fetch_sync(conn: sqlite3.Connection, task_id: str) -> TaskRecord | None:
+        try:
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (task_id,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a fresh file no store has opened yet
+                return None
+            raise
+        return None if row is None else _row_to_record(row)
+
+    async def fetch(self, task_id: str) -> TaskRecord | None:
+        return await self._read(lambda conn: self._fetch_sync(conn, task_id))
+
+    async def fetch_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        ids = list(dict.fromkeys(task_ids))
+
+        def run(conn: sqlite3.Connection) -> list[TaskRecord]:
+            found: list[TaskRecord] = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                sql = f"{_SELECT} WHERE id IN ({', '.join('?' * len(chunk))})"
+                found.extend(_row_to_record(row) for row in conn.execute(sql, chunk))
+            return found
+
+        return await self._read(run) if ids else []
+
+    async def list(self, query: TaskQuery) -> Page:
+        where, params = _where(query, paged=True)
+        sql = f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?"
+        params.append(query.limit)
+
+        def run(conn: sqlite3.Connection) -> builtins.list[TaskRecord]:
+            return [_row_to_record(row) for row in conn.execute(sql, params)]
+
+        items = await self._read(run)
+        next_cursor = items[-1].seq if len(items) == query.limit else None
+        return Page(items, next_cursor)
+
+    async def count(self, query: TaskQuery | None = None) -> int:
+        where, params = ("", []) if query is None else _where(query, paged=False)
+        sql = f"SELECT count(*) FROM anytask_tasks{where}"
+
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(sql, params).fetchone()[0])
+
+        return await self._read(run)
+
+    async def counts(self) -> dict[TaskStatus, int]:
+        def run(conn: sqlite3.Connection) -> builtins.list[tuple[str, int]]:
+            return conn.execute(
+                "SELECT status, count(*) FROM anytask_tasks GROUP BY status"
+            ).fetchall()
+
+        result = dict.fromkeys(TaskStatus, 0)
+        for status, n in await self._read(run):
+            result[TaskStatus(status)] = n
+        return result
+
+    async def next_run_after(self) -> datetime | None:
+        def run(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT min(run_after) FROM anytask_tasks INDEXED BY anytask_tasks_run_after "
+                "WHERE status = 'pending'"
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return _dt(await self._read(run))
+
+    async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
+        # only the ended tasks of the window are read, through the ended_at index
+        params = (to_ts(since), to_ts(until), _METRICS_ROW_LIMIT)
+
+        def run(conn: sqlite3.Connection) -> builtins.list[Any]:
+            return conn.execute(
+                "SELECT name, status, started_at, ended_at "
+                "FROM anytask_tasks INDEXED BY anytask_tasks_ended "
+                f"WHERE ended_at >= ? AND ended_at < ? AND status IN ({_TERMINAL_SQL}) "
+                "LIMIT ?",
+                params,
+            ).fetchall()
+
+        builder = MetricsBuilder(since, until, buckets)
+        for name, status, started_at, ended_at in await self._read(run):
+            ended = from_ts(ended_at)
+            builder.add(
+                TaskRecord(
+                    id="",
+                    name=name,
+                    args=[],
+                    kwargs={},
+                    created_at=ended,
+                    run_after=ended,
+                    status=TaskStatus(status),
+                    started_at=_dt(started_at),
+                    ended_at=ended,
+                )
+            )
+        return builder.build(await self.counts())
+
+    # -- writes --------------------------------------------------------------------------
+    async def insert(self, records: Sequence[TaskRecord]) -> builtins.list[bool]:
+        if not records:
+            return []
+        rows = [_record_params(rec) for rec in records]  # encode outside the writer
+
+        def run(conn: sqlite3.Connection) -> builtins.list[bool]:
+            execute = conn.execute
+            return [execute(_INSERT, row).rowcount == 1 for row in rows]
+
+        return await self._write(run)
+
+    async def claim(
+        self, owner: str, limit: int, now: datetime, lease_until: datetime
+    ) -> builtins.list[TaskRecord]:
+        if limit <= 0:
+            return []
+        params = (owner, to_ts(lease_until), to_ts(now), to_ts(now), limit)
+
+        def run(conn: sqlite3.Connection) -> builtins.list[Any]:
+            return conn.execute(_CLAIM, params).fetchall()
+
+        claimed = [_row_to_record(row) for row in await self._write(run)]
+        claimed.sort(key=lambda r: (-r.priority, r.seq))
+        return claimed
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
+        if not outcomes:
+            return []
+        rows: builtins.list[tuple[str, tuple[Any, ...]]] = []
+        for out in outcomes:
+            logs = None if out.logs is None else dumps(list(out.logs))
+            if out.status is TaskStatus.PENDING:
+                params: tuple[Any, ...] = (
+                    logs,
+                    out.error,
+                    out.error_type,
+                    out.traceback,
+                    _ts(out.ended_at),
+                    _ts(out.run_after),
+                    out.id,
+                    out.token,
+                )
+                rows.append((_COMPLETE_RETRY, params))
+            else:
+                result = None if out.result is None else dumps(out.result)
+                params = (
+                    TaskStatus(out.status).value,
+                    logs,
+                    out.error,
+                    out.error_type,
+                    out.traceback,
+                    _ts(out.ended_at),
+                    result,
+                    out.id,
+                    out.token,
+                )
+                rows.append((_COMPLETE_FINAL, params))
+
+        def run(conn: sqlite3.Connection) -> builtins.list[bool]:
+            execute = conn.execute
+            return [execute(sql, params).rowcount == 1 for sql, params in rows]
+
+        return await self._write(run)
+
+    async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
+        params = (to_ts(lease_until), owner)
+
+        def run(conn: sqlite3.Connection) -> builtins.list[Any]:
+            return conn.execute(
+                "UPDATE anytask_tasks INDEXED BY anytask_tasks_owner SET lease_expires_at = ? "
+                "WHERE owner = ? AND status = 'running' RETURNING id, cancel_requested",
+                params,
+            ).fetchall()
+
+        hb = HeartbeatResult()
+        for task_id, cancel_requested in await self._write(run):
+            hb.held.add(task_id)
+            if cancel_requested:
+                hb.cancel_requested.add(task_id)
+        return hb
+
+    async def recover(self, now: datetime) -> RecoveryResult:
+        params = (to_ts(now), _RECOVER_ERROR)
+
+        def run(conn: sqlite3.Connection) -> builtins.list[Any]:
+            return conn.execute(_RECOVER, params).fetchall()
+
+        res = RecoveryResult()
+        for task_id, status in await self._write(run):
+            (res.requeued if status == "pending" else res.interrupted).append(task_id)
+        return res
+
+    async def cancel(self, task_id: str, now: datetime) -> TaskStatus | None:
+        params = (task_id, to_ts(now))
+
+        def run(conn: sqlite3.Connection) -> Any:
+            return conn.execute(_CANCEL, params).fetchone()
+
+        row = await self._write(run)
+        return None if row is None else TaskStatus(row[0])
+
+    async def interrupt_pending(self, created_before: datetime, now: datetime) -> int:
+        params = (to_ts(now), _LEFT_PENDING_ERROR, to_ts(created_before))
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE anytask_tasks SET status = 'interrupted', ended_at = ?, "
+                "error_type = 'Interrupted', error = ? "
+                "WHERE status = 'pending' AND created_at < ?",
+                params,
+            ).rowcount
+
+        return await self._write(run)
+
+    async def purge(self, ended_before: datetime) -> int:
+        params = (to_ts(ended_before),)
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                f"DELETE FROM anytask_tasks WHERE status IN ({_TERMINAL_SQL}) AND ended_at < ?",
+                params,
+            ).rowcount
+
+        return await self._write(run)
+
+    # -- schedules -----------------------------------------------------------------------
+    async def schedule_states(self) -> dict[str, ScheduleState]:
+        def run(conn: sqlite3.Connection) -> builtins.list[Any]:
+            return conn.execute(
+                "SELECT schedule_id, last_fire_at, paused FROM anytask_schedules"
+            ).fetchall()
+
+        return {
+            sid: ScheduleState(sid, _dt(last), bool(paused))
+            for sid, last, paused in await self._read(run)
+        }
+
+    async def save_schedule_state(self, state: ScheduleState) -> None:
+        params = (state.schedule_id, _ts(state.last_fire_at), bool(state.paused))
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(_SAVE_SCHEDULE, params)
+
+        await self._write(run)

@@ -1,0 +1,496 @@
+"""SQLiteStore beyond the shared contract: durability on disk, typed errors, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from anytask import (
+    ConfigurationError,
+    SchemaVersionError,
+    SQLiteStore,
+    StoreCorruptError,
+    StoreError,
+    StoreLockedError,
+    StoreReadOnlyError,
+    TaskManager,
+    TaskRecord,
+    TaskStatus,
+)
+from anytask._models import ScheduleState
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE_UNTIL = T0 + timedelta(seconds=30)
+
+
+def make(**fields: Any) -> TaskRecord:
+    fields.setdefault("id", uuid.uuid4().hex)
+    fields.setdefault("name", "job")
+    fields.setdefault("args", [])
+    fields.setdefault("kwargs", {})
+    fields.setdefault("created_at", T0)
+    fields.setdefault("run_after", T0)
+    return TaskRecord(**fields)
+
+
+def sidecars(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
+
+
+# -- persistence -----------------------------------------------------------------------
+
+
+async def test_records_and_schedules_survive_close_and_reopen(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    await store.insert([make(id=f"a{i}") for i in range(3)])
+    await store.save_schedule_state(ScheduleState("nightly", T0))
+    await store.close()
+
+    again = SQLiteStore(db_path)
+    await again.open()
+    try:
+        await again.insert([make(id="b0")])
+        claimed = await again.claim("w", 10, T0, LEASE_UNTIL)
+        assert [r.id for r in claimed] == ["a0", "a1", "a2", "b0"]  # FIFO across restarts
+        assert await again.schedule_states() == {"nightly": ScheduleState("nightly", T0)}
+    finally:
+        await again.close()
+
+
+async def test_seq_never_goes_back_after_a_purge(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    await store.insert([make(id="old", status=TaskStatus.SUCCESS, ended_at=T0)])
+    old = await store.fetch("old")
+    assert old is not None
+    assert await store.purge(T0 + timedelta(seconds=1)) == 1
+    await store.close()
+    await store.open()  # the same instance opens again after close
+    try:
+        await store.insert([make(id="new")])
+        new = await store.fetch("new")
+        assert new is not None
+        assert new.seq > old.seq  # list cursors stay valid
+    finally:
+        await store.close()
+        await store.close()  # closing twice is harmless
+
+
+async def test_task_manager_snapshot_db_keeps_results(db_path: str) -> None:
+    tm = TaskManager(snapshot_db=db_path)
+
+    @tm.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with tm:
+        first = await tm.enqueue(add, 2, 3)
+        assert (await tm.wait(first, timeout=10)).status is TaskStatus.SUCCESS
+    async with tm:  # run, stop, run again on the same file
+        second = await tm.enqueue(add, 4, 5)
+        assert (await tm.wait(second, timeout=10)).status is TaskStatus.SUCCESS
+
+    fresh = SQLiteStore(db_path)  # never opened: the sync get still reads
+    results = [rec.result for rec in map(fresh.get, (first, second)) if rec is not None]
+    assert results == [5, 9]
+
+
+async def test_a_cancelled_claim_still_hands_back_what_it_took(db_path: str) -> None:
+    store = SQLiteStore(db_path, busy_timeout=5)
+    await store.open()
+    await store.insert([make() for _ in range(3)])
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the claim waits for this lock in its thread
+    got: list[TaskRecord] = []
+    scope = anyio.CancelScope()
+
+    async def claimer() -> None:
+        with scope:
+            got.extend(await store.claim("w", 10, T0, LEASE_UNTIL))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claimer)
+            await anyio.sleep(0.1)
+            scope.cancel()  # cancelled while the claim is under way...
+            await anyio.sleep(0.1)
+            blocker.execute("ROLLBACK")  # ...which then commits
+    finally:
+        blocker.close()
+    counts = await store.counts()
+    await store.close()
+    assert len(got) == 3
+    assert counts[TaskStatus.RUNNING] == 3
+
+
+# -- sync get --------------------------------------------------------------------------
+
+
+async def test_sync_get_works_from_plain_threads(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    ids = [f"t{i}" for i in range(20)]
+    await store.insert([make(id=i) for i in ids])
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def reader() -> None:
+        for task_id in ids:
+            rec = store.get(task_id)
+            assert rec is not None
+            with lock:
+                seen.append(rec.id)
+
+    threads = [threading.Thread(target=reader) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        await anyio.to_thread.run_sync(t.join)
+    await store.close()
+    assert sorted(seen) == sorted(ids * 6)
+
+
+def test_sync_get_on_a_missing_file_is_none_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    assert SQLiteStore(path).get("x") is None
+    assert not path.exists()
+
+
+# -- schema and pragmas ----------------------------------------------------------------
+
+
+async def test_wal_strict_and_synchronous_are_on(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+        for table in ("anytask_meta", "anytask_tasks", "anytask_schedules"):
+            assert sql[table].rstrip().endswith("STRICT")
+        with pytest.raises(sqlite3.IntegrityError, match="cannot store TEXT"):
+            conn.execute(
+                "INSERT INTO anytask_tasks (id, name, args, kwargs, created_at, run_after,"
+                " status, priority, tags, attempts, max_attempts, requeue_on_interrupt,"
+                " logs, token, cancel_requested) VALUES"
+                " ('x', 'n', '[]', '{}', 0, 0, 'pending', 'high', '[]', 0, 1, 0, '[]', 0, 0)"
+            )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("FULL", 2), ("normal", 1)])
+async def test_synchronous_setting_reaches_the_writer(
+    db_path: str, synchronous: str, level: int
+) -> None:
+    store = SQLiteStore(db_path, synchronous=synchronous)
+    await store.open()
+    try:
+        writer = store._writer
+        assert writer is not None
+        assert writer.execute("PRAGMA synchronous").fetchone()[0] == level
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"path": ":memory:"},
+        {"path": ""},
+        {"path": "x.db", "synchronous": "OFF"},
+        {"path": "x.db", "busy_timeout": -1},
+        {"path": "x.db", "busy_timeout": "5"},
+    ],
+)
+def test_bad_options_fail_at_construction(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLiteStore(**kwargs)
+
+
+# -- typed errors; refused files are never modified ------------------------------------
+
+
+def _real_db_bytes(tmp_path: Path) -> bytes:
+    src = tmp_path / "src" / "real.db"
+    src.parent.mkdir()
+
+    async def build() -> None:
+        store = SQLiteStore(src)
+        await store.open()
+        await store.insert([make() for _ in range(50)])
+        await store.close()
+
+    anyio.run(build)
+    return src.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "header-only", "damaged-page"])
+def test_corrupt_file_is_refused_and_left_untouched(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "db" / "tasks.db"
+    path.parent.mkdir()
+    if kind == "garbage":
+        data = os.urandom(8192)
+    elif kind == "header-only":
+        data = b"SQLite format 3\x00" + b"\xff" * 4080
+    else:
+        real = bytearray(_real_db_bytes(tmp_path))
+        real[100:4096] = b"\xa5" * (4096 - 100)  # the schema page
+        data = bytes(real)
+    path.write_bytes(data)
+
+    async def open_it() -> None:
+        await SQLiteStore(path).open()
+
+    with pytest.raises(StoreCorruptError):
+        anyio.run(open_it)
+    assert path.read_bytes() == data
+    assert sidecars(path) == []
+
+
+def test_sqlite_file_of_another_application_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+    conn.execute("INSERT INTO users (email) VALUES ('a@b.c')")
+    conn.commit()
+    conn.close()
+    data = path.read_bytes()
+
+    async def open_it() -> None:
+        await SQLiteStore(path).open()
+
+    with pytest.raises(StoreCorruptError, match="another application"):
+        anyio.run(open_it)
+    assert path.read_bytes() == data
+
+
+async def test_empty_file_becomes_an_anytask_database(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.insert([make(id="x")]) == [True]
+    finally:
+        await store.close()
+
+
+def test_newer_schema_version_is_refused_and_left_untouched(db_path: str) -> None:
+    async def create() -> None:
+        store = SQLiteStore(db_path)
+        await store.open()
+        await store.close()
+
+    anyio.run(create)
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE anytask_meta SET value = '999' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    data = Path(db_path).read_bytes()
+
+    async def open_it() -> None:
+        await SQLiteStore(db_path).open()
+
+    with pytest.raises(SchemaVersionError, match="999"):
+        anyio.run(open_it)
+    assert Path(db_path).read_bytes() == data
+
+
+def test_missing_directory_is_an_error_and_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "tasks.db"
+
+    async def open_it() -> None:
+        await SQLiteStore(path).open()
+
+    with pytest.raises(StoreError, match="does not exist"):
+        anyio.run(open_it)
+    assert not path.parent.exists()
+
+
+async def test_locked_database_raises_store_locked(db_path: str) -> None:
+    store = SQLiteStore(db_path, busy_timeout=0.2)
+    await store.open()
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreLockedError):
+            await store.insert([make()])
+        late = SQLiteStore(db_path, busy_timeout=0.2)
+        with pytest.raises(StoreLockedError):
+            await late.open()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    try:
+        assert await store.insert([make()]) == [True]  # usable again once released
+    finally:
+        await store.close()
+
+
+_AS_NOBODY = textwrap.dedent(
+    """
+    import json, os, sys
+    import anyio, anyio._backends._asyncio
+    from anytask.stores.sqlite import SQLiteStore
+    if os.geteuid() == 0:  # root ignores file modes: drop to nobody to test them
+        os.setgid(65534)
+        os.setuid(65534)
+
+    async def main(path):
+        store = SQLiteStore(path)
+        try:
+            await store.open()
+        except Exception as exc:
+            return type(exc).__name__
+        await store.close()
+        return "opened"
+
+    print(json.dumps([anyio.run(main, p) for p in sys.argv[1:]]))
+    """
+)
+
+
+def test_read_only_file_or_directory_raises_store_read_only(tmp_path: Path) -> None:
+    base = tmp_path / "ro"
+    ro_dir, ro_file_dir = base / "dir", base / "file"
+    ro_file_dir.mkdir(parents=True)
+    ro_dir.mkdir()
+    ro_file = ro_file_dir / "tasks.db"
+
+    async def create() -> None:
+        store = SQLiteStore(ro_file)
+        await store.open()
+        await store.close()
+
+    anyio.run(create)
+    data = ro_file.read_bytes()
+    ro_file.chmod(0o444)
+    ro_dir.chmod(0o555)
+    for p in (tmp_path, *base.parents):  # let an unprivileged user reach the files
+        if p != Path("/") and p.stat().st_uid == os.geteuid():
+            p.chmod(p.stat().st_mode | 0o011)
+    base.chmod(0o755)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _AS_NOBODY, str(ro_dir / "tasks.db"), str(ro_file)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        ro_dir.chmod(0o755)
+        ro_file.chmod(0o644)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [StoreReadOnlyError.__name__] * 2
+    assert not (ro_dir / "tasks.db").exists()
+    assert ro_file.read_bytes() == data
+
+
+# -- several writers on one file -------------------------------------------------------
+
+
+async def test_two_stores_on_one_file_never_double_claim(db_path: str) -> None:
+    stores = [SQLiteStore(db_path), SQLiteStore(db_path)]
+    for store in stores:
+        await store.open()
+    try:
+        ids = [uuid.uuid4().hex for _ in range(2000)]
+        for i in range(0, len(ids), 500):
+            await stores[0].insert([make(id=x) for x in ids[i : i + 500]])
+        taken: list[list[str]] = [[], []]
+
+        async def claimer(n: int) -> None:
+            while batch := await stores[n].claim(f"w{n}", 25, T0, LEASE_UNTIL):
+                taken[n].extend(r.id for r in batch)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claimer, 0)
+            tg.start_soon(claimer, 1)
+    finally:
+        for store in stores:
+            await store.close()
+    assert not set(taken[0]) & set(taken[1])
+    assert sorted(taken[0] + taken[1]) == sorted(ids)
+
+
+_CLAIMER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from datetime import UTC, datetime, timedelta
+    import anyio
+    from anytask.stores.sqlite import SQLiteStore
+
+    async def main(path, owner, go):
+        store = SQLiteStore(path)
+        await store.open()
+        print("ready", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.001)
+        now = datetime.now(UTC)
+        taken = []
+        while batch := await store.claim(owner, 5, now, now + timedelta(seconds=60)):
+            taken.extend(r.id for r in batch)
+        await store.close()
+        print(json.dumps(taken), flush=True)
+
+    anyio.run(main, *sys.argv[1:])
+    """
+)
+
+
+def test_two_processes_on_one_file_never_double_claim(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    go = tmp_path / "go"
+    ids = [uuid.uuid4().hex for _ in range(2000)]
+    now = datetime.now(UTC)
+
+    async def fill() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        await store.insert([make(id=x, created_at=now, run_after=now) for x in ids])
+        await store.close()
+
+    anyio.run(fill)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, str(path), f"p{n}", str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        go.touch()
+        results = [proc.communicate(timeout=60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    taken = []
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        taken.append(json.loads(out))
+    assert not set(taken[0]) & set(taken[1])
+    assert sorted(taken[0] + taken[1]) == sorted(ids)
