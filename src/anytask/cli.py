@@ -85,8 +85,12 @@ async def _show(args: argparse.Namespace) -> int:
         return 1
     row = _row(rec)
     row.update(
-        args=rec.args, kwargs=rec.kwargs, result=rec.result, traceback=rec.traceback,
-        logs=rec.logs, tags=rec.tags,
+        args=rec.args,
+        kwargs=rec.kwargs,
+        result=rec.result,
+        traceback=rec.traceback,
+        logs=rec.logs,
+        tags=rec.tags,
     )
     print(json.dumps(row, indent=2, default=str))
     return 0

@@ -1,0 +1,100 @@
+"""The ``anytask`` command reads and replays tasks in a SQLite store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from anytask import TaskManager, TaskQuery, TaskStatus
+from anytask.cli import main
+from anytask.stores.sqlite import SQLiteStore
+
+
+def _fill(db: str) -> tuple[str, str]:
+    tm = TaskManager(snapshot_db=db)
+
+    @tm.task(name="broken")
+    def broken(x: int) -> None:
+        raise ValueError(f"bad {x}")
+
+    @tm.task(name="fine")
+    def fine(x: int) -> int:
+        return x + 1
+
+    async def go() -> tuple[str, str]:
+        async with tm:
+            bad = await tm.enqueue(broken, 7)
+            good = await tm.enqueue(fine, 1)
+            await tm.join()
+        return bad, good
+
+    return anyio.run(go)
+
+
+def _records(db: str) -> dict[str, TaskStatus]:
+    async def go() -> dict[str, TaskStatus]:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            page = await store.list(TaskQuery(limit=100))
+        finally:
+            await store.close()
+        return {r.id: r.status for r in page.items}
+
+    return anyio.run(go)
+
+
+def test_inspect_lists_counts_and_rows(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bad, good = _fill(db_path)
+    assert main(["inspect", "--db", db_path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["counts"]["failed"] == 1
+    assert out["counts"]["success"] == 1
+    assert {row["task_id"] for row in out["items"]} == {bad, good}
+    assert main(["inspect", "--db", db_path, "--status", "failed"]) == 0
+    text = capsys.readouterr().out
+    assert bad in text
+    assert good not in text
+    assert "bad 7" in text
+
+
+def test_show_prints_the_record(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bad, _ = _fill(db_path)
+    assert main(["show", "--db", db_path, bad]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["args"] == [7]
+    assert row["status"] == "failed"
+    assert "ValueError: bad 7" in row["traceback"]
+    assert main(["show", "--db", db_path, "no-such-id"]) == 1
+
+
+def test_replay_writes_a_pending_copy_and_skips_live_tasks(
+    db_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad, good = _fill(db_path)
+    assert main(["replay", "--db", db_path, bad, good]) == 0
+    out = capsys.readouterr().out
+    assert "not replayed" in out
+    statuses = _records(db_path)
+    assert len(statuses) == 3
+    new_ids = [i for i in statuses if i not in (bad, good)]
+    assert statuses[new_ids[0]] is TaskStatus.PENDING
+    assert SQLiteStore(db_path).get(new_ids[0]).replay_of == bad  # type: ignore[union-attr]
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "anytask.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0
+    for command in ("demo", "inspect", "show", "replay", "worker"):
+        assert command in proc.stdout
