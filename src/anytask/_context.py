@@ -33,6 +33,7 @@ class _Active:
     context: TaskContext
     logs: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0
+    limit: int = LOG_LIMIT  # lines this attempt may still add (earlier attempts used some)
 
 
 _current: ContextVar[_Active | None] = ContextVar("anytask_current", default=None)
@@ -53,7 +54,8 @@ def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
     """Append a structured log line to the running task's record.
 
     ``fields`` must be plain JSON. Lines are stored with the record when the attempt ends,
-    at most ``LOG_LIMIT`` per task. Outside a task this raises :class:`LookupError`.
+    at most ``LOG_LIMIT`` per task (over all its attempts). Outside a task this raises
+    :class:`LookupError`.
     """
     active = _current.get()
     if active is None:
@@ -64,7 +66,7 @@ def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
         if key in ("ts", "level", "msg", "attempt"):
             raise PayloadError(f"task_log field {key!r} is reserved")
         check_json(value, f"task_log field {key!r}")
-    if len(active.logs) >= LOG_LIMIT:
+    if len(active.logs) >= active.limit:
         active.dropped += 1
         return
     line: dict[str, Any] = {

@@ -7,6 +7,7 @@ The tree::
     ├── PayloadError (also TypeError)           arguments or results that JSON cannot carry as-is
     ├── TaskNotFound (also LookupError)         no record with that id
     ├── TaskNotRegistered (also LookupError)    no task definition with that name
+    ├── ScheduleNotFound (also LookupError)     no schedule with that id
     ├── TaskStateError (also ValueError)        the task is not in a state that allows the call
     ├── ManagerStateError (also RuntimeError)   the manager is not running, or already closed
     └── StoreError                              the store cannot do what was asked
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigurationError",
     "ManagerStateError",
     "PayloadError",
+    "ScheduleNotFound",
     "SchemaVersionError",
     "StoreCorruptError",
     "StoreError",
@@ -55,6 +57,10 @@ class TaskNotFound(AnytaskError, LookupError):
 
 class TaskNotRegistered(AnytaskError, LookupError):
     """No task definition is registered under the given name."""
+
+
+class ScheduleNotFound(AnytaskError, LookupError):
+    """No schedule is defined under the given id."""
 
 
 class TaskStateError(AnytaskError, ValueError):

@@ -20,7 +20,6 @@ import enum
 import logging
 import math
 import random
-import sys
 import threading
 import traceback as tb_module
 import uuid
@@ -37,7 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._clock import Clock, SystemClock, from_ts, to_ts
 from ._codec import check_json
-from ._context import TaskContext, _Active, _current
+from ._context import LOG_LIMIT, TaskContext, _Active, _current
 from ._errors import (
     ConfigurationError,
     ManagerStateError,
@@ -61,7 +60,7 @@ from ._models import (
     check_tags,
 )
 from ._registry import Registry, TaskDefinition
-from ._threads import run_in_daemon_thread
+from ._threads import call_soon_in_loop, run_in_daemon_thread
 from .stores.abc import Store
 
 if TYPE_CHECKING:
@@ -305,11 +304,13 @@ class TaskManager:
     # ------------------------------------------------------------------ schedules
     def schedule(
         self,
+        fn: Callable[..., Any] | None = None,
+        /,
         *,
         every: float | timedelta | None = None,
         cron: str | None = None,
         timezone: str | None = None,
-        id: str | None = None,  # noqa: A002 - the schedule id, as users call it
+        id: str | None = None,
         name: str | None = None,
         start_at: datetime | None = None,
         jitter: float | timedelta = 0.0,
@@ -334,16 +335,37 @@ class TaskManager:
         :mod:`anytask.schedule` for the options. Returns the function unchanged."""
         from .schedule._definition import define_schedule
 
+        if fn is not None:
+            raise ConfigurationError(
+                "@tm.schedule needs arguments: @tm.schedule(every=...) or @tm.schedule(cron=...)"
+            )
         task_options = TaskOptions(
-            retries=retries, delay=delay, backoff=backoff, max_delay=max_delay,
-            jitter=retry_jitter, timeout=timeout, priority=priority,
-            requeue_on_interrupt=requeue_on_interrupt, tags=tuple(check_tags(tags)),
+            retries=retries,
+            delay=delay,
+            backoff=backoff,
+            max_delay=max_delay,
+            jitter=retry_jitter,
+            timeout=timeout,
+            priority=priority,
+            requeue_on_interrupt=requeue_on_interrupt,
+            tags=tuple(check_tags(tags)),
         )
         return define_schedule(
-            self, schedule_id=id, name=name, task_options=task_options, every=every,
-            cron=cron, timezone=timezone, start_at=start_at, jitter=jitter,
-            run_on_start=run_on_start, misfire=misfire, misfire_grace=misfire_grace,
-            misfire_window=misfire_window, max_catch_up=max_catch_up, overlap=overlap,
+            self,
+            schedule_id=id,
+            name=name,
+            task_options=task_options,
+            every=every,
+            cron=cron,
+            timezone=timezone,
+            start_at=start_at,
+            jitter=jitter,
+            run_on_start=run_on_start,
+            misfire=misfire,
+            misfire_grace=misfire_grace,
+            misfire_window=misfire_window,
+            max_catch_up=max_catch_up,
+            overlap=overlap,
         )
 
     async def schedules(self) -> list[ScheduleInfo]:
@@ -446,10 +468,9 @@ class TaskManager:
         if threading.get_ident() == self._loop_thread:
             wake.set()
         elif token is not None:
-            try:
-                anyio.from_thread.run_sync(wake.set, token=token)
-            except (anyio.RunFinishedError, RuntimeError):
-                pass  # the loop is gone; the next start commits the buffer
+            # without waiting for the loop: a thread never blocks on it (if the loop is
+            # gone, the next start commits the buffer)
+            call_soon_in_loop(token, wake.set)
 
     def add_task(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
         """Queue ``fn(*args, **kwargs)`` and return its task id at once.
@@ -708,7 +729,9 @@ class TaskManager:
         try:
             await tg.start(self.run, name="anytask manager")
         except BaseException:
-            await tg.__aexit__(*sys.exc_info())
+            # the failure came out of start(), not out of the group: close the (empty)
+            # group cleanly and raise it as it is, not wrapped in an ExceptionGroup
+            await tg.__aexit__(None, None, None)
             raise
         self._host_tg = tg
         return self
@@ -722,6 +745,11 @@ class TaskManager:
         self.stop()
         tg, self._host_tg = self._host_tg, None
         assert tg is not None
+        if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+            # the body's own error: shut down gracefully, then let it propagate as it is
+            # (handing it to the task group would wrap it in an ExceptionGroup)
+            await tg.__aexit__(None, None, None)
+            return None
         return await tg.__aexit__(exc_type, exc, tb)
 
     def stop(self) -> None:
@@ -751,6 +779,8 @@ class TaskManager:
             with self._lock:
                 self._state = RunState.IDLE
                 waiters = [*self._waiters.values()]
+                if self._committed_signal is not None:  # flush() waiters: nothing more comes
+                    waiters.append(self._committed_signal)
                 self._fire_changed()
                 self._reset_runtime()
                 self._outer_tg = None
@@ -1055,7 +1085,8 @@ class TaskManager:
             TaskContext(
                 rec.id, rec.name, rec.attempts, rec.max_attempts, tuple(rec.tags),
                 rec.schedule_id, rec.fire_at,
-            )
+            ),
+            limit=max(LOG_LIMIT - len(rec.logs), 0),  # per task, not per attempt
         )
         ctx_token = _current.set(active)
         result: Any = None
@@ -1104,7 +1135,6 @@ class TaskManager:
             lambda: fn(*args, **kwargs),
             limiter=self._thread_limiter,
             token=self._token,
-            name=f"anytask {rec.name} {rec.id}",
         )
 
     def _outcome(

@@ -6,12 +6,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from ._errors import ConfigurationError
 
 __all__ = [
+    "DurationStats",
+    "Metrics",
+    "MetricsBucket",
     "Outcome",
     "Page",
     "ScheduleState",
@@ -22,7 +25,7 @@ __all__ = [
 ]
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     SUCCESS = "success"
@@ -171,6 +174,40 @@ class Page:
 
 
 @dataclass
+class MetricsBucket:
+    """Tasks that ended within ``[start, start + width)``: success, dead (failed or
+    interrupted) and other (cancelled)."""
+
+    start: datetime
+    success: int = 0
+    failed: int = 0
+    other: int = 0
+
+
+@dataclass
+class DurationStats:
+    """Run time percentiles (seconds, nearest rank) of one task name's ended attempts."""
+
+    name: str
+    count: int
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass
+class Metrics:
+    """What :meth:`Store.metrics` computes for ``[since, until)``: counts of every status
+    (all time), a series of ended tasks per bucket, and durations per task name."""
+
+    since: datetime
+    until: datetime
+    counts: dict[TaskStatus, int]
+    series: list[MetricsBucket]
+    durations: list[DurationStats]
+
+
+@dataclass
 class ScheduleState:
     """What a store persists per schedule, shared by every instance."""
 
@@ -210,7 +247,7 @@ def check_tags(value: Any) -> list[str]:
     tags = list(value)
     for tag in tags:
         if not isinstance(tag, str) or not tag:
-            raise ConfigurationError(f"each tag must be a non-empty str, got {tag!r}")
+            raise ConfigurationError(f"tags: each tag must be a non-empty str, got {tag!r}")
     return tags
 
 

@@ -59,13 +59,16 @@ class Registry:
             raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
         final = name if name is not None else task_name(fn)
         existing = self._by_name.get(final)
-        if existing is not None and existing.fn is not fn:
-            raise ConfigurationError(
-                f"task name {final!r} is already used by {existing.fn!r}; pass name= to "
-                "tell the two apart"
-            )
-        if existing is not None and existing.explicit and not explicit:
-            return existing
+        if existing is not None:
+            # ``==``, not ``is``: each ``obj.method`` access makes a new bound method
+            # object, equal to the others of the same object and function
+            if existing.fn is not fn and existing.fn != fn:
+                raise ConfigurationError(
+                    f"task name {final!r} is already used by {existing.fn!r}; pass name= to "
+                    "tell the two apart"
+                )
+            if not explicit:
+                return existing  # a plain add_task never changes a definition
         defn = TaskDefinition(final, fn, options, is_async_callable(fn), explicit)
         self._by_name[final] = defn
         self._by_fn[id(fn)] = defn

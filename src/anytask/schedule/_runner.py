@@ -1,0 +1,288 @@
+"""The scheduler loop, and the code-level control of schedules.
+
+Single fire: each fire is inserted as an ordinary task whose id is derived from
+``(schedule id, fire time)`` and which carries both; the store refuses a second record with
+that pair, so of all the instances that try, exactly one inserts it. No lock, no TTL.
+
+Persisted state per schedule, in two rows of ``Store.schedule_states()`` so that no writer
+can overwrite another's field:
+
+* row ``<id>``: ``last_fire_at``, the latest fire time an instance handled (written by
+  the loops; never moves backwards);
+* row ``<id>#control``: ``paused``, and as ``last_fire_at`` the latest fire time at the
+  moment of the last resume (fires that passed while paused are not run after resuming).
+
+On start an instance resumes from the later of the two. Fire times in ``(that, now]``
+that are at most ``misfire_grace`` late run; older ones were missed while no instance
+could fire them, and the misfire policy decides (within ``misfire_window``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+import weakref
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskStatus as AnyioTaskStatus
+
+from .._errors import ScheduleNotFound
+from .._models import ScheduleState, TaskQuery, TaskRecord, TaskStatus
+from ._definition import MisfirePolicy, OverlapPolicy, Schedule, ScheduleInfo
+from ._triggers import from_us, to_us
+
+if TYPE_CHECKING:
+    from .._manager import TaskManager
+
+__all__ = [
+    "fire_id",
+    "list_schedules",
+    "pause_schedule",
+    "resume_schedule",
+    "run_schedules",
+    "trigger_schedule",
+]
+
+log = logging.getLogger("anytask.schedule")
+
+_NAMESPACE = uuid.UUID("0b7c8f52-3a49-4d8e-9d2b-5f3e1c7a9e64")
+_MAX_SLEEP = 60.0  # re-read the shared state at least this often
+_MAX_PER_PASS = 1000  # on-time fires handled per pass; the rest in the next pass
+_BUSY = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+
+_wakers: weakref.WeakKeyDictionary[TaskManager, anyio.Event] = weakref.WeakKeyDictionary()
+
+
+def fire_id(schedule_id: str, fire_at: datetime) -> str:
+    """The deterministic task id of one fire."""
+    return str(uuid.uuid5(_NAMESPACE, f"{schedule_id}@{from_us(to_us(fire_at)).isoformat()}"))
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    return a if b is None or a >= b else b
+
+
+def _record(
+    tm: TaskManager, sched: Schedule, fire_at: datetime, now: datetime, run_after: datetime
+) -> TaskRecord:
+    defn = tm.registry.get(sched.task_name)
+    assert defn is not None
+    opts = defn.options
+    return TaskRecord(
+        id=fire_id(sched.id, fire_at),
+        name=defn.name,
+        args=[],
+        kwargs={},
+        created_at=now,
+        run_after=run_after,
+        priority=opts.priority,
+        tags=list(opts.tags),
+        max_attempts=opts.max_attempts,
+        timeout=opts.timeout,
+        requeue_on_interrupt=opts.requeue_on_interrupt,
+        schedule_id=sched.id,
+        fire_at=fire_at,
+    )
+
+
+async def _insert(tm: TaskManager, rec: TaskRecord) -> bool:
+    [won] = await tm.store.insert([rec])
+    if won and rec.status is TaskStatus.PENDING:
+        if tm._dispatch_wake is not None:
+            tm._dispatch_wake.set()
+        if tm.events.active:
+            tm._publish("enqueued", rec, rec.status)
+    return won
+
+
+class _Runner:
+    def __init__(self, tm: TaskManager) -> None:
+        self.tm = tm
+        self.handled: dict[str, datetime] = {}  # every fire <= this is dealt with here
+
+    async def run(self, task_status: AnyioTaskStatus[None]) -> None:
+        _wakers[self.tm] = wake = anyio.Event()
+        task_status.started()
+        backoff = 0.5
+        first = True
+        while True:
+            try:
+                wait = await self.tick(first)
+            except Exception:
+                log.exception("anytask: the scheduler pass failed; retrying in %.1fs", backoff)
+                wait = backoff
+                backoff = min(backoff * 2, 30.0)
+            else:
+                first = False
+                backoff = 0.5
+            if wait > 0:
+                with anyio.move_on_after(wait):
+                    await wake.wait()
+            if wake.is_set():
+                _wakers[self.tm] = wake = anyio.Event()
+
+    async def tick(self, first: bool) -> float:
+        """Fire what is due; return the seconds until the next fire (at most a minute)."""
+        tm = self.tm
+        states = await tm.store.schedule_states()
+        now = tm.clock.now()
+        wake_at = now + timedelta(seconds=_MAX_SLEEP)
+        for sched in list(tm._schedules.values()):
+            progress = states.get(sched.id)
+            control = states.get(sched.control_key)
+            paused = control is not None and control.paused
+            mark = _later(
+                progress.last_fire_at if progress else None,
+                control.last_fire_at if control else None,
+            )
+            forced: list[datetime] = []
+            handled = self.handled.get(sched.id)
+            if handled is None:  # first pass of this instance
+                if first and sched.run_on_start and not paused:
+                    latest = sched.trigger.last_fires(now, 1)
+                    if latest and (mark is None or latest[0] > mark):
+                        forced = latest
+                handled = mark if mark is not None else now  # never ran: nothing missed
+            else:
+                handled = _later(handled, mark) or handled
+            if paused:
+                self.handled[sched.id] = _later(handled, now) or now
+                continue
+            fires = sorted(set(forced) | set(self._due(sched, handled, now)))
+            done: datetime | None = None
+            for fire in fires:
+                await self._fire(sched, fire, now)
+                done = fire
+                self.handled[sched.id] = _later(handled, fire) or fire
+            if len(fires) < _MAX_PER_PASS:
+                self.handled[sched.id] = _later(handled, now) or now
+            if done is not None and (mark is None or done > mark):
+                await tm.store.save_schedule_state(ScheduleState(sched.id, done, False))
+            nxt = sched.trigger.next_after(self.handled[sched.id])
+            if nxt is not None and nxt < wake_at:
+                wake_at = nxt
+        return max((wake_at - tm.clock.now()).total_seconds(), 0.0)
+
+    def _due(self, sched: Schedule, handled: datetime, now: datetime) -> list[datetime]:
+        trigger = sched.trigger
+        edge = now - timedelta(seconds=sched.misfire_grace)
+        out: list[datetime] = []
+        # missed: in (handled, edge], more than misfire_grace late
+        first = trigger.next_after(handled)
+        if first is not None and first <= edge and sched.misfire is MisfirePolicy.SKIP:
+            log.info("anytask: schedule %r missed fires; skipping them (misfire=skip)", sched.id)
+        elif first is not None and first <= edge:
+            n = 1 if sched.misfire is MisfirePolicy.RUN_ONCE else sched.max_catch_up
+            lower = handled
+            if sched.misfire_window is not None:
+                lower = max(lower, now - timedelta(seconds=sched.misfire_window))
+            out = [f for f in trigger.last_fires(edge, n) if f > lower]
+            if out:
+                log.info(
+                    "anytask: schedule %r missed fires; running %d (misfire=%s)",
+                    sched.id,
+                    len(out),
+                    sched.misfire.value,
+                )
+        # on time: in (max(handled, edge), now]
+        fire = trigger.next_after(max(handled, edge))
+        while fire is not None and fire <= now and len(out) < _MAX_PER_PASS:
+            out.append(fire)
+            fire = trigger.next_after(fire)
+        return out
+
+    async def _fire(self, sched: Schedule, fire_at: datetime, now: datetime) -> None:
+        tm = self.tm
+        run_after = fire_at
+        if sched.jitter:
+            run_after = fire_at + timedelta(seconds=sched.jitter * random.random())
+        rec = _record(tm, sched, fire_at, now, run_after)
+        if sched.overlap is OverlapPolicy.SKIP:
+            page = await tm.store.list(TaskQuery(schedule_id=sched.id, statuses=_BUSY, limit=1))
+            if page.items:
+                busy = page.items[0]
+                rec.status = TaskStatus.CANCELLED
+                rec.ended_at = now
+                rec.error_type = "Skipped"
+                rec.error = (
+                    f"skipped: the run {busy.id} of this schedule is still "
+                    f"{busy.status.value} (overlap='skip')"
+                )
+        if await _insert(tm, rec):
+            log.debug("anytask: schedule %r fired for %s", sched.id, fire_at.isoformat())
+
+
+async def run_schedules(
+    tm: TaskManager, *, task_status: AnyioTaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """The scheduler loop of one manager (started inside its task group)."""
+    await _Runner(tm).run(task_status)
+
+
+# ---------------------------------------------------------------------- control
+def _get(tm: TaskManager, schedule_id: str) -> Schedule:
+    sched = tm._schedules.get(schedule_id)
+    if sched is None:
+        raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+    assert isinstance(sched, Schedule)
+    return sched
+
+
+def _wake(tm: TaskManager) -> None:
+    event = _wakers.get(tm)
+    if event is not None:
+        event.set()
+
+
+async def list_schedules(tm: TaskManager) -> list[ScheduleInfo]:
+    tm._require_running("schedules")
+    states = await tm.store.schedule_states()
+    now = tm.clock.now()
+    out = []
+    for sched in tm._schedules.values():
+        assert isinstance(sched, Schedule)
+        control = states.get(sched.control_key)
+        paused = control is not None and control.paused
+        page = await tm.store.list(TaskQuery(schedule_id=sched.id, limit=1))
+        last = page.items[0] if page.items else None
+        out.append(
+            ScheduleInfo(
+                schedule=sched,
+                paused=paused,
+                last_fire_at=last.fire_at if last else None,
+                last_task_id=last.id if last else None,
+                last_status=last.status if last else None,
+                next_fire_at=None if paused else sched.trigger.next_after(now),
+            )
+        )
+    return out
+
+
+async def pause_schedule(tm: TaskManager, schedule_id: str) -> None:
+    sched = _get(tm, schedule_id)
+    tm._require_running("pause_schedule")
+    await tm.store.save_schedule_state(ScheduleState(sched.control_key, None, True))
+    _wake(tm)
+
+
+async def resume_schedule(tm: TaskManager, schedule_id: str) -> None:
+    sched = _get(tm, schedule_id)
+    tm._require_running("resume_schedule")
+    latest = sched.trigger.last_fires(tm.clock.now(), 1)
+    mark = latest[0] if latest else None
+    await tm.store.save_schedule_state(ScheduleState(sched.control_key, mark, False))
+    _wake(tm)
+
+
+async def trigger_schedule(tm: TaskManager, schedule_id: str) -> str:
+    sched = _get(tm, schedule_id)
+    tm._require_running("trigger_schedule")
+    now = tm.clock.now()
+    rec = _record(tm, sched, now, now, now)
+    await _insert(tm, rec)  # refused only if a fire for this very instant exists: same id
+    return rec.id

@@ -1,0 +1,145 @@
+"""Bad input fails where it is written, names the culprit, and stores nothing."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from anytask import MemoryStore, PayloadError, TaskManager
+
+
+class Custom:
+    pass
+
+
+BAD_PAYLOADS = [
+    pytest.param({1, 2}, "set", id="set"),
+    pytest.param(b"raw", "bytes", id="bytes"),
+    pytest.param((1, 2), "tuple", id="tuple"),
+    pytest.param({1: "a"}, "key 1", id="int-key"),
+    pytest.param({"ok": {(1, 2): "a"}}, "key (1, 2)", id="nested-tuple-key"),
+    pytest.param(math.nan, "nan", id="nan"),
+    pytest.param(math.inf, "inf", id="inf"),
+    pytest.param([1, [2, -math.inf]], "-inf", id="nested-inf"),
+    pytest.param(Custom(), "Custom", id="object"),
+]
+
+
+def make() -> tuple[TaskManager, Any]:
+    tm = TaskManager(store=MemoryStore())
+
+    @tm.task
+    async def job(*args: Any, **kwargs: Any) -> None:
+        pass
+
+    return tm, job
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("value", "what"), BAD_PAYLOADS)
+async def test_bad_positional_argument_is_rejected_and_nothing_stored(
+    value: Any, what: str
+) -> None:
+    tm, job = make()
+    async with tm:
+        before = await tm.store.count()
+        with pytest.raises(TypeError) as info:
+            await tm.enqueue(job, "fine", value)
+        with pytest.raises(PayloadError):
+            tm.add_task(job, value)
+        await tm.flush()
+        assert await tm.store.count() == before
+    message = str(info.value)
+    assert "argument 1" in message
+    assert what in message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("value", "what"), BAD_PAYLOADS)
+async def test_bad_keyword_argument_is_rejected_and_nothing_stored(value: Any, what: str) -> None:
+    tm, job = make()
+    async with tm:
+        with pytest.raises(PayloadError) as info:
+            await tm.enqueue_many([(job, (1,), {}), (job, (), {"payload": value})])
+        await tm.flush()
+        assert await tm.store.count() == 0  # the good call of the batch is not stored either
+    assert "'payload'" in str(info.value)
+    assert what in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"retries": -1},
+        {"retries": 1.5},
+        {"retries": True},
+        {"delay": -1.0},
+        {"delay": math.nan},
+        {"delay": math.inf},
+        {"backoff": math.nan},
+        {"backoff": 0.5},
+        {"backoff": -2},
+        {"timeout": 0},
+        {"timeout": -3},
+        {"timeout": math.nan},
+        {"max_delay": -1},
+        {"jitter": 1.5},
+        {"priority": 1.5},
+        {"priority": True},
+        {"priority": "high"},
+        {"requeue_on_interrupt": "yes"},
+        {"tags": "single-string"},
+        {"tags": ["ok", ""]},
+        {"tags": [1]},
+    ],
+)
+def test_bad_task_options_fail_at_decoration(options: dict[str, Any]) -> None:
+    tm = TaskManager(store=MemoryStore())
+    (option,) = options
+    with pytest.raises(ValueError, match=option):
+
+        @tm.task(**options)
+        def job() -> None:
+            pass
+
+
+@pytest.mark.parametrize(
+    "call_options",
+    [
+        {"priority": 2.5},
+        {"priority": False},
+        {"priority": math.nan},
+        {"delay": -1},
+        {"delay": math.nan},
+        {"delay": "soon"},
+        {"tags": "x"},
+        {"tags": [None]},
+        {"idempotency_key": ""},
+        {"idempotency_key": 42},
+        {"run_at": datetime(2030, 1, 1)},  # naive
+        {"run_at": "2030-01-01"},
+        {"delay": 5, "run_at": datetime(2030, 1, 1, tzinfo=UTC)},
+        {"delay": timedelta(seconds=-5)},
+    ],
+)
+def test_bad_call_options_fail_at_the_call_and_queue_nothing(call_options: dict[str, Any]) -> None:
+    tm, job = make()
+    with pytest.raises(ValueError):
+        tm.add_task(job, **call_options)
+    assert tm._inserts == []
+
+
+def test_bad_manager_options_fail_at_construction() -> None:
+    for options in (
+        {"max_concurrency": 0},
+        {"max_concurrency": 2.0},
+        {"lease": 0},
+        {"poll_interval": math.nan},
+        {"shutdown_grace": -1},
+        {"requeue_pending": "no"},
+    ):
+        with pytest.raises(ValueError, match=next(iter(options))):
+            TaskManager(store=MemoryStore(), **options)  # type: ignore[arg-type]

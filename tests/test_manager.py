@@ -1,0 +1,1040 @@
+"""TaskManager lifecycle, API and execution semantics, on asyncio and trio (MemoryStore)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from anytask import (
+    ConfigurationError,
+    ManagerStateError,
+    MemoryStore,
+    RunState,
+    TaskManager,
+    TaskNotFound,
+    TaskQuery,
+    TaskStateError,
+    TaskStatus,
+    get_task_context,
+    task_log,
+)
+from anytask._models import Outcome
+from anytask.stores.abc import HeartbeatResult
+
+pytestmark = pytest.mark.anyio
+
+
+def make(store: MemoryStore | None = None, **options: Any) -> TaskManager:
+    options.setdefault("poll_interval", 0.05)
+    options.setdefault("shutdown_grace", 2.0)
+    return TaskManager(store=store if store is not None else MemoryStore(), **options)
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+
+async def test_enqueue_returns_uuid4_and_record_is_committed_on_return() -> None:
+    tm = make()
+    gate = anyio.Event()
+
+    @tm.task
+    async def hold() -> None:
+        await gate.wait()
+
+    async with tm:
+        task_id = await tm.enqueue(hold)
+        assert uuid.UUID(task_id).version == 4
+        rec = tm.store.get(task_id)  # the sync read, right after the await
+        assert rec is not None
+        assert rec.name == hold.__qualname__
+        assert rec.status in (TaskStatus.PENDING, TaskStatus.RUNNING)
+        gate.set()
+        assert (await tm.wait(task_id, timeout=5)).status is TaskStatus.SUCCESS
+
+
+async def test_add_task_from_loop_and_from_worker_thread_then_flush() -> None:
+    tm = make()
+    seen: list[str] = []
+
+    @tm.task
+    def record(tag: str) -> None:
+        seen.append(tag)
+
+    async with tm:
+        from_loop = tm.add_task(record, "loop")
+        from_thread = await anyio.to_thread.run_sync(lambda: tm.add_task(record, "thread"))
+        await tm.flush()
+        assert tm.store.get(from_loop) is not None
+        assert tm.store.get(from_thread) is not None
+        await tm.join(timeout=5)
+    assert sorted(seen) == ["loop", "thread"]
+
+
+async def test_add_task_before_start_is_committed_when_the_manager_starts() -> None:
+    tm = make()
+
+    @tm.task
+    async def early(x: int) -> int:
+        return x * 2
+
+    task_id = tm.add_task(early, 21)
+    assert tm.store.get(task_id) is None
+    async with tm:
+        await tm.flush()
+        assert tm.store.get(task_id) is not None
+        rec = await tm.wait(task_id, timeout=5)
+    assert rec.result == 42
+
+
+async def test_sync_and_async_functions_and_plain_undecorated_function() -> None:
+    tm = make()
+
+    @tm.task
+    async def add_async(a: int, b: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        return a + b
+
+    @tm.task
+    def add_sync(a: int, b: int) -> int:
+        return a + b
+
+    def plain(items: list[int]) -> dict[str, Any]:
+        return {"total": sum(items), "thread": threading.current_thread() is not main}
+
+    main = threading.current_thread()
+    async with tm:
+        a = await tm.enqueue(add_async, 1, 2)
+        s = await tm.enqueue(add_sync, a=3, b=4)
+        p = await tm.enqueue(plain, [1, 2, 3])
+        results = [(await tm.wait(i, timeout=5)).result for i in (a, s, p)]
+        plain_rec = await tm.get(p)
+    assert results == [3, 7, {"total": 6, "thread": True}]
+    assert plain_rec is not None
+    assert plain_rec.max_attempts == 1  # default options: no retries
+
+
+async def test_task_context_and_task_log_in_async_and_sync_tasks() -> None:
+    tm = make()
+    contexts: list[Any] = []
+
+    @tm.task(tags=["mail"], retries=1)
+    async def async_task() -> None:
+        contexts.append(get_task_context())
+        task_log("hello from async", step=1)
+
+    @tm.task(tags=["report"])
+    def sync_task() -> None:
+        contexts.append(get_task_context())
+        task_log("hello from sync", level="warning")
+
+    async with tm:
+        a = await tm.enqueue(async_task, tags=["extra"])
+        rec_a = await tm.wait(a, timeout=5)
+        s = await tm.enqueue(sync_task)
+        rec_s = await tm.wait(s, timeout=5)
+    ctx_a, ctx_s = contexts
+    assert (ctx_a.task_id, ctx_a.name, ctx_a.attempt, ctx_a.max_attempts) == (
+        a,
+        async_task.__qualname__,
+        1,
+        2,
+    )
+    assert ctx_a.tags == ("mail", "extra")
+    assert (ctx_s.task_id, ctx_s.attempt, ctx_s.tags) == (s, 1, ("report",))
+    assert [(line["msg"], line.get("step")) for line in rec_a.logs] == [("hello from async", 1)]
+    assert [(line["msg"], line["level"]) for line in rec_s.logs] == [("hello from sync", "warning")]
+
+
+async def test_record_timestamps_duration_and_retries_used() -> None:
+    tm = make()
+    calls = 0
+
+    @tm.task(retries=2, delay=0.01)
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RuntimeError(f"boom {calls}")
+        await anyio.sleep(0.05)
+        return "ok"
+
+    async with tm:
+        task_id = await tm.enqueue(flaky)
+        rec = await tm.wait(task_id, timeout=5)
+    assert rec.status is TaskStatus.SUCCESS
+    assert rec.attempts == 3
+    assert rec.retries_used == 2
+    assert rec.started_at is not None
+    assert rec.ended_at is not None
+    assert rec.created_at <= rec.run_after <= rec.started_at <= rec.ended_at
+    assert rec.duration is not None
+    assert 0.04 <= rec.duration < 2
+    assert rec.error is None
+    assert rec.result == "ok"
+    assert [line["attempt"] for line in rec.logs] == [1, 2]  # the two retry notes
+
+
+async def test_list_paging_filters_and_counts() -> None:
+    tm = make()
+
+    @tm.task(tags=["a"])
+    async def alpha(i: int) -> None:
+        pass
+
+    @tm.task
+    async def beta(i: int) -> None:
+        raise ValueError("no")
+
+    async with tm:
+        ids = [await tm.enqueue(alpha, i) for i in range(5)]
+        bad = [await tm.enqueue(beta, i) for i in range(3)]
+        await tm.join(timeout=5)
+        counts = await tm.counts()
+        first = await tm.list(limit=3)
+        second = await tm.list(TaskQuery(limit=3, cursor=first.next_cursor))
+        third = await tm.list(TaskQuery(limit=3, cursor=second.next_cursor))
+        failed = await tm.list(statuses={TaskStatus.FAILED})
+        by_name = await tm.list(name=alpha.__qualname__, limit=10)
+        by_tag = await tm.list(tag="a")
+        total = await tm.store.count(TaskQuery(statuses=frozenset({TaskStatus.SUCCESS})))
+    assert counts[TaskStatus.SUCCESS] == 5
+    assert counts[TaskStatus.FAILED] == 3
+    assert counts[TaskStatus.PENDING] == 0
+    assert total == 5
+    newest_first = list(reversed(ids + bad))
+    assert [r.id for r in first.items + second.items + third.items] == newest_first
+    assert third.next_cursor is None
+    assert sorted(r.id for r in failed.items) == sorted(bad)
+    assert sorted(r.id for r in by_name.items) == sorted(ids)
+    assert sorted(r.id for r in by_tag.items) == sorted(ids)
+
+
+async def test_event_stream_shows_enqueued_running_finished() -> None:
+    tm = make()
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    kinds: list[tuple[str, str]] = []
+    async with tm, tm.events.subscribe() as stream:
+        task_id = await tm.enqueue(job)
+        with anyio.fail_after(5):
+            async for ev in stream:
+                if ev.task_id == task_id:
+                    kinds.append((ev.kind, ev.status))
+                if ev.kind == "finished":
+                    break
+    assert kinds == [("enqueued", "pending"), ("running", "running"), ("finished", "success")]
+
+
+async def test_wait_and_cancel_unknown_id_raise_task_not_found() -> None:
+    tm = make()
+    async with tm:
+        with pytest.raises(TaskNotFound):
+            await tm.wait(str(uuid.uuid4()), timeout=5)
+        with pytest.raises(TaskNotFound):
+            await tm.cancel(str(uuid.uuid4()))
+        with pytest.raises(TaskNotFound):
+            await tm.replay(str(uuid.uuid4()))
+
+
+async def test_run_twice_stop_and_start_again() -> None:
+    tm = make()
+
+    @tm.task
+    async def job(n: int) -> int:
+        return n
+
+    results = []
+    for n in range(2):
+        async with tm:
+            assert tm.state is RunState.RUNNING
+            results.append((await tm.wait(await tm.enqueue(job, n), timeout=5)).result)
+        assert tm.state is RunState.IDLE
+    assert results == [0, 1]
+
+
+async def test_tg_start_run_and_stop() -> None:
+    tm = make()
+
+    @tm.task
+    async def job() -> str:
+        return "done"
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(tm.run)
+            rec = await tm.wait(await tm.enqueue(job))
+            tm.stop()
+    assert rec.result == "done"
+    assert tm.state is RunState.IDLE
+
+
+async def test_enqueue_needs_a_running_manager_and_run_cannot_overlap() -> None:
+    tm = make()
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    with pytest.raises(ManagerStateError):
+        await tm.enqueue(job)
+    async with tm:
+        with pytest.raises(ManagerStateError, match="already running"):
+            await tm.run()
+    with pytest.raises(ManagerStateError):
+        await tm.enqueue(job)
+
+
+# ---------------------------------------------------------------------------- execution
+
+
+async def test_priority_order_then_fifo_among_equals() -> None:
+    tm = make(max_concurrency=1)
+    gate = anyio.Event()
+    order: list[str] = []
+
+    @tm.task
+    async def blocker() -> None:
+        await gate.wait()
+
+    @tm.task
+    async def job(label: str) -> None:
+        order.append(label)
+
+    async with tm:
+        first = await tm.enqueue(blocker)
+        while (await tm.get(first)).status is not TaskStatus.RUNNING:  # type: ignore[union-attr]  # noqa: ASYNC110 - polling the store is the point
+            await anyio.sleep(0.01)
+        for label, prio in [("low1", 0), ("high1", 5), ("low2", 0), ("mid", 3), ("high2", 5)]:
+            await tm.enqueue(job, label, priority=prio)
+        gate.set()
+        await tm.join(timeout=5)
+    assert order == ["high1", "high2", "mid", "low1", "low2"]
+
+
+async def test_max_concurrency_is_honoured_and_waiting_tasks_stay_pending() -> None:
+    tm = make(max_concurrency=3)
+    running = 0
+    peak = 0
+    release = anyio.Event()
+
+    @tm.task
+    async def tracked() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await release.wait()
+            await anyio.sleep(0.001)
+        finally:
+            running -= 1
+
+    async with tm:
+        ids = [await tm.enqueue(tracked) for _ in range(20)]
+        with anyio.fail_after(5):
+            while running < 3:  # noqa: ASYNC110 - polling the store is the point
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.1)  # give a buggy dispatcher time to over-claim
+        counts = await tm.counts()
+        assert counts[TaskStatus.RUNNING] == 3
+        assert counts[TaskStatus.PENDING] == 17
+        release.set()
+        await tm.join(timeout=10)
+    assert peak == 3
+    statuses = {tm.store.get(i).status for i in ids}  # type: ignore[union-attr]
+    assert statuses == {TaskStatus.SUCCESS}
+
+
+async def test_timeout_fails_with_timeout_error_and_is_retried() -> None:
+    tm = make()
+
+    @tm.task(timeout=0.05, retries=1, delay=0.01)
+    async def slow() -> None:
+        await anyio.sleep(10)
+
+    async with tm:
+        rec = await tm.wait(await tm.enqueue(slow), timeout=5)
+    assert rec.status is TaskStatus.FAILED
+    assert rec.error_type == "TimeoutError"
+    assert rec.attempts == 2
+
+
+async def test_timeout_abandons_a_blocked_sync_task() -> None:
+    tm = make()
+    release = threading.Event()
+
+    @tm.task(timeout=0.1)
+    def blocked() -> None:
+        release.wait(10)
+
+    try:
+        async with tm:
+            start = anyio.current_time()
+            rec = await tm.wait(await tm.enqueue(blocked), timeout=5)
+            elapsed = anyio.current_time() - start
+    finally:
+        release.set()
+    assert rec.status is TaskStatus.FAILED
+    assert rec.error_type == "TimeoutError"
+    assert elapsed < 2
+
+
+async def test_cancel_pending_task_never_runs() -> None:
+    tm = make()
+    ran = []
+
+    @tm.task
+    async def later() -> None:
+        ran.append(1)
+
+    async with tm:
+        task_id = await tm.enqueue(later, delay=0.2)
+        assert await tm.cancel(task_id) is TaskStatus.CANCELLED
+        rec = await tm.wait(task_id, timeout=5)
+        await anyio.sleep(0.3)
+    assert rec.status is TaskStatus.CANCELLED
+    assert ran == []
+
+
+async def test_cancel_running_async_task_cancels_its_scope_and_is_not_retried() -> None:
+    tm = make()
+    started = anyio.Event()
+    saw_cancel = []
+
+    @tm.task(retries=3, delay=0)
+    async def long() -> None:
+        started.set()
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            saw_cancel.append(True)
+            raise
+
+    async with tm:
+        task_id = await tm.enqueue(long)
+        await started.wait()
+        await tm.cancel(task_id)
+        rec = await tm.wait(task_id, timeout=5)
+    assert saw_cancel == [True]
+    assert rec.status is TaskStatus.CANCELLED
+    assert rec.attempts == 1
+
+
+async def test_cancel_running_sync_task_abandons_its_thread() -> None:
+    tm = make()
+    started = threading.Event()
+    release = threading.Event()
+
+    @tm.task
+    def blocking() -> None:
+        started.set()
+        release.wait(10)
+
+    try:
+        async with tm:
+            task_id = await tm.enqueue(blocking)
+            await anyio.to_thread.run_sync(started.wait, 5)
+            await tm.cancel(task_id)
+            rec = await tm.wait(task_id, timeout=5)
+    finally:
+        release.set()
+    assert rec.status is TaskStatus.CANCELLED
+
+
+async def test_idempotency_key_returns_same_id_and_stores_one_row() -> None:
+    tm = make()
+
+    @tm.task
+    async def charge(amount: int) -> None:
+        pass
+
+    async with tm:
+        first = await tm.enqueue(charge, 10, idempotency_key="order-1")
+        second = await tm.enqueue(charge, 10, idempotency_key="order-1")
+        third = tm.add_task(charge, 10, idempotency_key="order-1")
+        await tm.flush()
+        await tm.join(timeout=5)
+        n = await tm.store.count(TaskQuery(name=charge.__qualname__))
+    assert first == second == third
+    assert n == 1
+
+
+async def test_replay_failed_task_creates_new_linked_task_that_runs() -> None:
+    tm = make()
+    calls = 0
+
+    @tm.task
+    async def once_broken() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("first time")
+        return calls
+
+    async with tm:
+        task_id = await tm.enqueue(once_broken)
+        assert (await tm.wait(task_id, timeout=5)).status is TaskStatus.FAILED
+        new_id = await tm.replay(task_id)
+        rec = await tm.wait(new_id, timeout=5)
+    assert new_id != task_id
+    assert rec.replay_of == task_id
+    assert rec.status is TaskStatus.SUCCESS
+    assert rec.result == 2
+
+
+async def test_replay_of_success_raises_task_state_error() -> None:
+    tm = make()
+
+    @tm.task
+    async def fine() -> None:
+        pass
+
+    async with tm:
+        task_id = await tm.enqueue(fine)
+        await tm.wait(task_id, timeout=5)
+        with pytest.raises(TaskStateError):
+            await tm.replay(task_id)
+
+
+async def test_replay_many_by_ids_and_window_with_dry_run() -> None:
+    tm = make()
+
+    @tm.task
+    async def broken(i: int) -> None:
+        raise RuntimeError(str(i))
+
+    @tm.task
+    async def fine() -> None:
+        pass
+
+    async with tm:
+        early = [await tm.enqueue(broken, i) for i in range(2)]
+        ok = await tm.enqueue(fine)
+        await tm.join(timeout=5)
+        await anyio.sleep(0.01)
+        boundary = tm.clock.now()
+        await anyio.sleep(0.01)
+        late = [await tm.enqueue(broken, i) for i in range(2, 5)]
+        await tm.join(timeout=5)
+        before = await tm.store.count()
+
+        dry_ids = await tm.replay_many(ids=[*early, ok], dry_run=True)
+        dry_window = await tm.replay_many(since=boundary, dry_run=True)
+        assert await tm.store.count() == before  # dry runs write nothing
+        assert [(r.id, n) for r, n in dry_ids] == [(early[0], None), (early[1], None)]
+        assert sorted(r.id for r, _ in dry_window) == sorted(late)
+
+        done = await tm.replay_many(since=boundary)
+        assert sorted(r.id for r, _ in done) == sorted(r.id for r, _ in dry_window)
+        assert await tm.store.count() == before + 3
+        for original, new_id in done:
+            assert new_id is not None
+            new = await tm.get(new_id)
+            assert new is not None
+            assert new.replay_of == original.id
+
+
+async def test_exception_whose_str_raises_is_recorded_and_runtime_survives() -> None:
+    tm = make()
+
+    class Nasty(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("str() exploded")
+
+    @tm.task
+    async def nasty() -> None:
+        raise Nasty()
+
+    @tm.task
+    async def fine() -> str:
+        return "still alive"
+
+    async with tm:
+        rec = await tm.wait(await tm.enqueue(nasty), timeout=5)
+        after = await tm.wait(await tm.enqueue(fine), timeout=5)
+    assert rec.status is TaskStatus.FAILED
+    assert rec.error_type is not None
+    assert rec.error_type.endswith("Nasty")
+    assert rec.traceback is not None
+    assert "nasty" in rec.traceback
+    assert after.result == "still alive"
+
+
+async def test_unregistered_task_fails_without_stopping_the_runtime() -> None:
+    store = MemoryStore()
+    other = make(store)
+
+    @other.task(name="only_elsewhere")
+    def only_elsewhere() -> None:
+        pass
+
+    # another manager on the same store queued a task this process does not define
+    ghost = other.add_task(only_elsewhere, delay=0.3)
+    async with other:
+        await other.flush()
+        other.stop()
+    tm = make(store)
+
+    @tm.task
+    async def fine() -> str:
+        return "ok"
+
+    async with tm:
+        dead = await tm.wait(ghost, timeout=5)
+        ok = await tm.wait(await tm.enqueue(fine), timeout=5)
+    assert dead.status is TaskStatus.FAILED
+    assert dead.error is not None
+    assert "not registered" in dead.error
+    assert ok.result == "ok"
+
+
+async def test_requeue_pending_false_marks_leftovers_interrupted() -> None:
+    store = MemoryStore()
+    tm = make(store)
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    left = tm.add_task(job, delay=3600)
+    async with tm:
+        await tm.flush()
+    assert store.get(left).status is TaskStatus.PENDING  # type: ignore[union-attr]
+
+    tm2 = make(store, requeue_pending=False)
+    tm2.task(job)
+    async with tm2:
+        fresh = await tm2.enqueue(job)
+        rec = await tm2.wait(fresh, timeout=5)
+        leftover = await tm2.get(left)
+    assert rec.status is TaskStatus.SUCCESS
+    assert leftover is not None
+    assert leftover.status is TaskStatus.INTERRUPTED
+
+
+# ---------------------------------------------------------------------------- leases
+
+
+class SharedMemoryStore(MemoryStore):
+    """A MemoryStore that acts like a shared database (managers poll it). Its heartbeat
+    can be made to lie for one owner (``stale_owner``: reports every lease it ever got as
+    held but extends none, so the lease expires while the owner believes it holds it) or
+    to go silent (``silent_owner``: extends and reports nothing)."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stale_owner: str | None = None
+        self.silent_owner: str | None = None
+        self.completions: list[tuple[Outcome, bool]] = []
+        self.claimed: dict[str, set[str]] = {}
+
+    async def claim(self, owner: str, limit: int, now: Any, lease_until: Any) -> list[Any]:
+        records = await super().claim(owner, limit, now, lease_until)
+        self.claimed.setdefault(owner, set()).update(r.id for r in records)
+        return records
+
+    async def heartbeat(self, owner: str, lease_until: Any) -> HeartbeatResult:
+        if owner == self.silent_owner:
+            return HeartbeatResult()
+        if owner == self.stale_owner:
+            # claims every lease it ever got is still held, and extends none of them
+            return HeartbeatResult(held=set(self.claimed.get(owner, ())))
+        return await super().heartbeat(owner, lease_until)
+
+    async def complete(self, outcomes: Any) -> list[bool]:
+        result = await super().complete(outcomes)
+        self.completions.extend(zip(outcomes, result, strict=True))
+        return result
+
+
+async def test_worker_that_lost_its_lease_cannot_complete() -> None:
+    store = SharedMemoryStore()
+    first_may_finish = anyio.Event()
+    a = make(store, lease=0.3, max_concurrency=1, instance_id="a")
+    b = make(store, lease=0.3, instance_id="b")
+    store.stale_owner = "a"
+    for tm in (a, b):
+
+        @tm.task(name="work", requeue_on_interrupt=True)
+        async def work() -> str:
+            if get_task_context().attempt == 1:
+                await first_may_finish.wait()
+                return "first"
+            return "second"
+
+    async with a:
+        task_id = await a.enqueue("work")
+        async with b:
+            rec = await b.wait(task_id, timeout=5)
+            assert rec.status is TaskStatus.SUCCESS
+            assert rec.result == "second"
+            first_may_finish.set()
+            with anyio.fail_after(5):
+                while not any(o.token == 1 for o, _ in store.completions):  # noqa: ASYNC110 - polling the store is the point
+                    await anyio.sleep(0.01)
+    refused = [ok for o, ok in store.completions if o.id == task_id and o.token == 1]
+    assert refused == [False]
+    final = store.get(task_id)
+    assert final is not None
+    assert (final.status, final.result, final.attempts) == (TaskStatus.SUCCESS, "second", 2)
+
+
+async def test_instance_that_sees_its_lease_lost_abandons_the_attempt() -> None:
+    store = SharedMemoryStore()
+    cancelled = anyio.Event()
+    a = make(store, lease=0.3, max_concurrency=1, instance_id="a")
+    b = make(store, lease=0.3, instance_id="b")
+    store.silent_owner = "a"
+    for tm in (a, b):
+
+        @tm.task(name="work", requeue_on_interrupt=True)
+        async def work() -> str:
+            if get_task_context().attempt == 1:
+                try:
+                    await anyio.sleep(30)
+                except anyio.get_cancelled_exc_class():
+                    cancelled.set()
+                    raise
+            return "second"
+
+    async with a, b:
+        task_id = await a.enqueue("work")
+        rec = await b.wait(task_id, timeout=5)
+        with anyio.fail_after(5):
+            await cancelled.wait()
+    assert (rec.status, rec.result, rec.attempts) == (TaskStatus.SUCCESS, "second", 2)
+    assert not any(o.token == 1 for o, _ in store.completions)  # a wrote nothing
+
+
+async def test_live_instance_tasks_are_never_recovered_by_another() -> None:
+    store = SharedMemoryStore()
+    release = anyio.Event()
+    a = make(store, lease=0.2, instance_id="a")
+    b = make(store, lease=0.2, instance_id="b")
+    for tm in (a, b):
+
+        @tm.task(name="long")
+        async def long() -> str:
+            await release.wait()
+            return get_task_context().task_id
+
+    async with a:
+        task_id = await a.enqueue("long")
+        async with b:
+            await anyio.sleep(1.0)  # five leases; b's heartbeat runs recover many times
+            rec = store.get(task_id)
+            assert rec is not None
+            assert (rec.status, rec.owner, rec.token, rec.attempts) == (
+                TaskStatus.RUNNING,
+                "a",
+                1,
+                1,
+            )
+            release.set()
+            final = await b.wait(task_id, timeout=5)
+    assert final.status is TaskStatus.SUCCESS
+
+
+async def test_delay_and_timedelta_delay_postpone_the_run() -> None:
+    tm = make()
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    async with tm:
+        start = time.monotonic()
+        a = await tm.enqueue(job, delay=0.2)
+        b = await tm.enqueue(job, delay=timedelta(seconds=0.2))
+        rec_a = await tm.wait(a, timeout=5)
+        await tm.wait(b, timeout=5)
+        elapsed = time.monotonic() - start
+    assert elapsed >= 0.2
+    assert rec_a.started_at is not None
+    assert rec_a.started_at >= rec_a.run_after
+
+
+async def test_task_raising_a_cancellation_of_its_own_is_a_task_error() -> None:
+    tm = make()
+
+    @tm.task(retries=1, delay=0)
+    async def rogue() -> None:
+        # on asyncio this is what awaiting a future that something else cancelled does;
+        # trio has no public constructor for Cancelled (the task fails with TypeError)
+        raise anyio.get_cancelled_exc_class()()
+
+    @tm.task
+    async def fine() -> str:
+        return "ok"
+
+    async with tm:
+        rec = await tm.wait(await tm.enqueue(rogue), timeout=5)
+        after = await tm.wait(await tm.enqueue(fine), timeout=5)
+    assert rec.status is TaskStatus.FAILED
+    assert rec.attempts == 2  # retried like any error, not taken for a shutdown
+    assert rec.error_type in ("CancelledError", "TypeError")
+    assert after.result == "ok"
+
+
+class SlowClaimStore(MemoryStore):
+    """Claims like a database that takes a while to answer."""
+
+    async def claim(self, owner: str, limit: int, now: Any, lease_until: Any) -> list[Any]:
+        records = await super().claim(owner, limit, now, lease_until)
+        if records:
+            await anyio.sleep(0.3)
+        return records
+
+
+async def test_cancel_between_claim_and_start_cancels_the_attempt_at_once() -> None:
+    tm = make(SlowClaimStore())
+    ran = []
+
+    @tm.task
+    async def long() -> None:
+        ran.append(1)
+        await anyio.sleep(10)
+
+    async with tm:
+        task_id = await tm.enqueue(long)
+        with anyio.fail_after(5):
+            while (await tm.get(task_id)).status is not TaskStatus.RUNNING:  # type: ignore[union-attr]  # noqa: ASYNC110 - polling the store is the point
+                await anyio.sleep(0.01)
+        assert await tm.cancel(task_id) is TaskStatus.RUNNING
+        rec = await tm.wait(task_id, timeout=2)
+    assert rec.status is TaskStatus.CANCELLED
+
+
+async def test_cancel_from_another_instance_reaches_the_owner() -> None:
+    store = SharedMemoryStore()
+    started = anyio.Event()
+    a = make(store, lease=0.3, instance_id="a")
+    b = make(store, lease=0.3, instance_id="b")
+    for tm in (a, b):
+
+        @tm.task(name="long")
+        async def long() -> None:
+            started.set()
+            await anyio.sleep(30)
+
+    async with a, b:
+        task_id = await a.enqueue("long")
+        await started.wait()
+        assert await b.cancel(task_id) is TaskStatus.RUNNING
+        rec = await b.wait(task_id, timeout=5)
+    assert rec.status is TaskStatus.CANCELLED
+
+
+async def test_wait_raises_at_once_when_the_manager_stops() -> None:
+    tm = make()
+
+    @tm.task
+    async def later() -> None:
+        pass
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(tm.run)
+        task_id = await tm.enqueue(later, delay=3600)
+        errors: list[BaseException] = []
+
+        async def waiter() -> None:
+            try:
+                await tm.wait(task_id)
+            except ManagerStateError as exc:
+                errors.append(exc)
+
+        tg.start_soon(waiter)
+        await anyio.sleep(0.05)
+        start = anyio.current_time()
+        tm.stop()
+    assert anyio.current_time() - start < 1.0
+    assert len(errors) == 1
+
+
+@pytest.mark.parametrize("requeue", [False, True])
+async def test_cancelling_the_host_records_running_tasks_interrupted(requeue: bool) -> None:
+    store = MemoryStore()
+    tm = make(store)
+    started = anyio.Event()
+
+    @tm.task(requeue_on_interrupt=requeue)
+    async def long() -> None:
+        started.set()
+        await anyio.sleep(30)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(tm.run)
+            task_id = await tm.enqueue(long)
+            await started.wait()
+            tg.cancel_scope.cancel()
+    rec = store.get(task_id)
+    assert rec is not None
+    assert rec.status is (TaskStatus.PENDING if requeue else TaskStatus.INTERRUPTED)
+    assert rec.owner is None
+    assert tm.state is RunState.IDLE
+
+
+async def test_bound_method_of_one_object_can_be_queued_many_times() -> None:
+    tm = make()
+
+    class Mailer:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def send(self, to: str) -> None:
+            self.sent.append(to)
+
+    mailer = Mailer()
+    async with tm:
+        await tm.enqueue(mailer.send, "a@example.com")
+        await tm.enqueue(mailer.send, "b@example.com")  # a new bound-method object
+        await tm.join(timeout=5)
+        with pytest.raises(ConfigurationError, match="already used"):
+            tm.add_task(Mailer().send, "c@example.com")  # its self would not be durable
+    assert sorted(mailer.sent) == ["a@example.com", "b@example.com"]
+
+
+async def test_sync_task_can_queue_a_follow_up_from_its_thread() -> None:
+    tm = make()
+    done: list[str] = []
+
+    @tm.task
+    async def follow_up(parent: str) -> None:
+        done.append(parent)
+
+    @tm.task
+    def parent() -> str:
+        return tm.add_task(follow_up, get_task_context().task_id)
+
+    async with tm:
+        parent_id = await tm.enqueue(parent)
+        child_id = (await tm.wait(parent_id, timeout=5)).result
+        child = await tm.wait(child_id, timeout=5)
+    assert child.status is TaskStatus.SUCCESS
+    assert done == [parent_id]
+
+
+async def test_result_that_is_not_plain_json_is_not_stored_but_noted() -> None:
+    tm = make()
+
+    @tm.task
+    async def returns_a_set() -> set[int]:
+        return {1, 2}
+
+    async with tm:
+        rec = await tm.wait(await tm.enqueue(returns_a_set), timeout=5)
+    assert rec.status is TaskStatus.SUCCESS
+    assert rec.result is None
+    assert any("result not stored" in line["msg"] for line in rec.logs)
+
+
+async def test_task_log_keeps_at_most_the_limit_and_counts_the_rest() -> None:
+    from anytask._context import LOG_LIMIT
+
+    tm = make()
+
+    @tm.task
+    def chatty() -> None:
+        for i in range(LOG_LIMIT + 5):
+            task_log(f"line {i}")
+
+    async with tm:
+        rec = await tm.wait(await tm.enqueue(chatty), timeout=5)
+    assert len(rec.logs) == LOG_LIMIT + 1
+    assert rec.logs[-1]["msg"] == "5 log lines dropped"
+
+
+async def test_sync_tasks_reuse_idle_daemon_threads() -> None:
+    tm = make(max_concurrency=1)
+    threads: list[threading.Thread] = []
+
+    @tm.task
+    def where() -> None:
+        threads.append(threading.current_thread())
+
+    async with tm:
+        for _ in range(20):
+            await tm.wait(await tm.enqueue(where), timeout=5)
+    assert all(t.daemon for t in threads)
+    assert len({id(t) for t in threads}) <= 2  # not one new thread per call
+
+
+async def test_log_limit_holds_for_the_task_across_retries() -> None:
+    from anytask._context import LOG_LIMIT
+
+    tm = make()
+
+    @tm.task(retries=2, delay=0)
+    def chatty_and_failing() -> None:
+        for i in range(LOG_LIMIT):
+            task_log(f"line {i}")
+        raise RuntimeError("again")
+
+    async with tm:
+        rec = await tm.wait(await tm.enqueue(chatty_and_failing), timeout=5)
+    assert rec.attempts == 3
+    task_lines = [line for line in rec.logs if line["msg"].startswith("line ")]
+    assert len(task_lines) == LOG_LIMIT
+    assert len(rec.logs) <= LOG_LIMIT + 6  # plus the runtime's retry and dropped notes
+
+
+async def test_store_that_fails_to_open_fails_the_start_cleanly() -> None:
+    from anytask import StoreError
+
+    class Flaky(MemoryStore):
+        fail = True
+
+        async def open(self) -> None:
+            if self.fail:
+                raise StoreError("cannot open")
+
+    store = Flaky()
+    tm = make(store)
+
+    @tm.task
+    async def job() -> int:
+        return 1
+
+    with pytest.raises(StoreError, match="cannot open"):
+        async with tm:
+            pytest.fail("the body must not run")
+    assert tm.state is RunState.IDLE
+    store.fail = False
+    async with tm:  # the same manager starts once the store can be opened
+        assert (await tm.wait(await tm.enqueue(job), timeout=5)).result == 1
+
+
+async def test_error_in_the_body_propagates_unwrapped_after_a_graceful_stop() -> None:
+    store = MemoryStore()
+    tm = make(store)
+
+    @tm.task
+    async def short() -> str:
+        await anyio.sleep(0.05)
+        return "done"
+
+    ids: list[str] = []
+
+    async def body() -> None:
+        async with tm:
+            ids.append(await tm.enqueue(short))
+            raise KeyError("from the body")
+
+    with pytest.raises(KeyError, match="from the body"):
+        await body()
+    rec = store.get(ids[0])
+    assert rec is not None
+    assert rec.status is TaskStatus.SUCCESS  # the stop was graceful
+    assert tm.state is RunState.IDLE

@@ -1,0 +1,437 @@
+"""Schedules running inside a manager, in virtual time (trio MockClock + LoopClock)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import pytest
+import trio.testing
+
+from anytask import (
+    LoopClock,
+    MemoryStore,
+    ScheduleNotFound,
+    StoreError,
+    TaskManager,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+    get_task_context,
+)
+from anytask._models import ScheduleState
+from anytask.schedule._runner import fire_id
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2025, 1, 6, tzinfo=UTC)  # a Monday, 00:00 UTC
+
+
+@pytest.fixture
+def anyio_backend() -> Any:
+    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+def make(store: MemoryStore | None = None, clock: LoopClock | None = None) -> TaskManager:
+    return TaskManager(
+        store=store if store is not None else MemoryStore(),
+        clock=clock or LoopClock(T0.timestamp()),
+        shutdown_grace=1.0,
+        lease=600.0,  # fewer heartbeats: virtual weeks pass faster
+    )
+
+
+async def sleep_until(tm: TaskManager, when: datetime) -> None:
+    await anyio.sleep((when - tm.clock.now()).total_seconds())
+
+
+async def records(tm: TaskManager, schedule_id: str) -> list[TaskRecord]:
+    out: list[TaskRecord] = []
+    cursor = None
+    while True:
+        page = await tm.store.list(TaskQuery(schedule_id=schedule_id, limit=1000, cursor=cursor))
+        out.extend(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return sorted(out, key=lambda r: (r.fire_at, r.seq))
+
+
+def at(*seconds: float) -> list[datetime]:
+    return [T0 + timedelta(seconds=s) for s in seconds]
+
+
+def fires(recs: Sequence[TaskRecord]) -> list[datetime | None]:
+    return [r.fire_at for r in recs]
+
+
+async def test_a_week_of_every_five_minutes_fires_exactly_on_each_slot() -> None:
+    tm = make()
+    ran: list[datetime] = []
+
+    @tm.schedule(cron="*/5 * * * *")
+    async def tick() -> None:
+        ran.append(tm.clock.now())
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(days=7, seconds=1))
+        await tm.join()
+    expected = [T0 + timedelta(minutes=5 * k) for k in range(1, 7 * 24 * 12 + 1)]
+    recs = await records(tm, tick.__qualname__)
+    assert fires(recs) == expected
+    assert ran == expected  # each one ran on time, once
+    assert all(r.status is TaskStatus.SUCCESS for r in recs)
+    assert all(r.id == fire_id(r.schedule_id or "", r.fire_at) for r in recs if r.fire_at)
+
+
+class LaggingStore(MemoryStore):
+    """Never shows an instance the progress another one saved: only the insert conflict
+    keeps a fire single. Counts fire inserts and their results."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fire_attempts: list[bool] = []
+
+    async def save_schedule_state(self, state: ScheduleState) -> None:
+        pass  # progress saved by one instance never reaches the other
+
+    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
+        result = await super().insert(records)
+        self.fire_attempts += [ok for r, ok in zip(records, result, strict=True) if r.fire_at]
+        return result
+
+
+async def test_two_instances_on_one_store_fire_each_time_once() -> None:
+    store, clock = LaggingStore(), LoopClock(T0.timestamp())
+    managers = [make(store, clock) for _ in range(2)]
+    for tm in managers:
+
+        @tm.schedule(every=60, id="shared")
+        async def job() -> None:
+            pass
+
+    async with managers[0], managers[1]:
+        await sleep_until(managers[0], T0 + timedelta(hours=1, seconds=1))
+        await managers[0].join()
+    recs = await records(managers[0], "shared")
+    assert fires(recs) == at(*range(60, 3601, 60))
+    assert all(r.status is TaskStatus.SUCCESS for r in recs)
+    assert sorted(store.fire_attempts) == [False] * 60 + [True] * 60  # both tried each fire
+
+
+async def test_interval_fire_times_follow_the_schedule_not_the_run_length() -> None:
+    tm = make()
+
+    @tm.schedule(every=timedelta(seconds=90), overlap="allow", id="slow")
+    async def slow() -> None:
+        await anyio.sleep(37)  # would drift by 37 s per run if timed from the end
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(hours=1, seconds=1))
+    recs = await records(tm, "slow")
+    assert fires(recs) == at(*range(90, 3601, 90))
+    assert all(r.started_at == r.fire_at for r in recs)
+
+
+async def test_jitter_delays_each_run_within_bounds_and_keeps_the_fire_time() -> None:
+    tm = make()
+
+    @tm.schedule(every=60, jitter=20, id="spread")
+    async def spread() -> None:
+        pass
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(hours=2, seconds=30))
+        await tm.join()
+    recs = await records(tm, "spread")
+    assert fires(recs) == at(*range(60, 7201, 60))
+    delays = [(r.run_after - r.fire_at).total_seconds() for r in recs if r.fire_at]
+    assert all(0 <= d <= 20 for d in delays)
+    assert len({round(d, 3) for d in delays}) > 50  # actually random, not a constant
+    assert all(r.started_at is not None and r.started_at >= r.run_after for r in recs)
+
+
+# Down from 601 s to 4230 s: the fires at 660 ... 4200 s are missed.
+
+
+@pytest.mark.parametrize(
+    ("options", "expected_missed"),
+    [
+        pytest.param({"misfire": "skip"}, [], id="skip"),
+        pytest.param({"misfire": "run_once"}, [4200], id="run_once"),
+        pytest.param(
+            {"misfire": "catch_up", "max_catch_up": 5, "overlap": "allow"},
+            [3960, 4020, 4080, 4140, 4200],
+            id="catch_up_5",
+        ),
+        pytest.param({"misfire": "run_once", "misfire_window": 10}, [], id="run_once_outside"),
+        pytest.param(
+            {"misfire": "catch_up", "misfire_window": 600, "overlap": "allow"},
+            list(range(3660, 4201, 60)),
+            id="catch_up_within_window",
+        ),
+    ],
+)
+async def test_misfire_policy_after_downtime(
+    options: dict[str, Any], expected_missed: list[int]
+) -> None:
+    store, clock = MemoryStore(), LoopClock(T0.timestamp())
+
+    def define(tm: TaskManager) -> None:
+        @tm.schedule(every=60, id="rates", **options)
+        async def sync_rates() -> None:
+            pass
+
+    first = make(store, clock)
+    define(first)
+    async with first:
+        await sleep_until(first, T0 + timedelta(seconds=601))
+    await anyio.sleep(4230 - 601)  # every instance is down
+    second = make(store, clock)
+    define(second)
+    async with second:
+        await sleep_until(second, T0 + timedelta(seconds=4290))
+        await second.join()
+    recs = await records(second, "rates")
+    assert fires(recs) == at(*range(60, 601, 60), *expected_missed, 4260)
+    assert all(r.status is TaskStatus.SUCCESS for r in recs)
+
+
+async def test_a_fire_less_than_the_grace_late_is_not_a_misfire() -> None:
+    store, clock = MemoryStore(), LoopClock(T0.timestamp())
+
+    def define(tm: TaskManager) -> None:
+        @tm.schedule(every=60, id="s", misfire="skip", misfire_grace=5)
+        async def job() -> None:
+            pass
+
+    first = make(store, clock)
+    define(first)
+    async with first:
+        await sleep_until(first, T0 + timedelta(seconds=61))
+    await anyio.sleep(62)  # restart at 123 s: the 120 s fire is 3 s late
+    second = make(store, clock)
+    define(second)
+    async with second:
+        await anyio.sleep(1)
+        await second.join()
+    assert fires(await records(second, "s")) == at(60, 120)
+
+
+async def test_restart_right_after_a_fire_neither_repeats_nor_skips() -> None:
+    store, clock = MemoryStore(), LoopClock(T0.timestamp())
+    for stop_at in (121, 250):
+        tm = make(store, clock)
+
+        @tm.schedule(every=60, id="s", misfire="catch_up", overlap="allow")
+        async def job() -> None:
+            pass
+
+        async with tm:
+            await sleep_until(tm, T0 + timedelta(seconds=stop_at))
+            await tm.join()
+    assert fires(await records(tm, "s")) == at(60, 120, 180, 240)
+
+
+async def test_overlap_skip_records_skipped_fires_and_allow_runs_them_together() -> None:
+    running = 0
+    peak = {"skip": 0, "allow": 0}
+    results: dict[str, list[TaskRecord]] = {}
+    for policy in ("skip", "allow"):
+        tm = make()
+
+        @tm.schedule(every=60, id="long", overlap=policy)
+        async def long_job() -> None:
+            nonlocal running
+            running += 1
+            peak[policy] = max(peak[policy], running)  # noqa: B023 - read at once
+            try:
+                await anyio.sleep(150)
+            finally:
+                running -= 1
+
+        async with tm:
+            await sleep_until(tm, T0 + timedelta(seconds=301))
+            results[policy] = await records(tm, "long")
+    skipped = [r for r in results["skip"] if r.error_type == "Skipped"]
+    assert fires(results["skip"]) == at(60, 120, 180, 240, 300)
+    assert fires(skipped) == at(120, 180, 300)
+    assert all(r.status is TaskStatus.CANCELLED and r.attempts == 0 for r in skipped)
+    assert peak == {"skip": 1, "allow": 3}
+    assert not [r for r in results["allow"] if r.error_type == "Skipped"]
+
+
+async def test_pause_stops_fires_on_every_pass_and_resume_does_not_run_the_paused_ones() -> None:
+    tm = make()
+
+    @tm.schedule(every=60, id="job")
+    async def job() -> None:
+        pass
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(seconds=90))
+        await tm.pause_schedule("job")
+        [info] = await tm.schedules()
+        assert info.paused
+        assert info.next_fire_at is None
+        await sleep_until(tm, T0 + timedelta(seconds=400))
+        await tm.resume_schedule("job")
+        [info] = await tm.schedules()
+        assert not info.paused
+        assert info.next_fire_at == T0 + timedelta(seconds=420)
+        await sleep_until(tm, T0 + timedelta(seconds=500))
+    assert fires(await records(tm, "job")) == at(60, 420, 480)
+
+
+async def test_pause_is_shared_through_the_store() -> None:
+    store, clock = MemoryStore(), LoopClock(T0.timestamp())
+    tm = make(store, clock)
+
+    @tm.schedule(every=60, id="job")
+    async def job() -> None:
+        pass
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(seconds=90))
+        # as if another instance paused it: only the store changes
+        await store.save_schedule_state(ScheduleState("job#control", None, True))
+        await sleep_until(tm, T0 + timedelta(seconds=300))
+    assert fires(await records(tm, "job")) == at(60)
+
+
+async def test_schedules_lists_last_fire_outcome_and_next_fire() -> None:
+    tm = make()
+
+    @tm.schedule(cron="0 * * * *", id="hourly")
+    async def hourly() -> None:
+        raise RuntimeError("boom")
+
+    @tm.schedule(every=600, id="often")
+    async def often() -> None:
+        pass
+
+    async with tm:
+        before = {i.id: i for i in await tm.schedules()}
+        await sleep_until(tm, T0 + timedelta(minutes=65))
+        await tm.join()
+        after = {i.id: i for i in await tm.schedules()}
+    assert before["hourly"].last_fire_at is None
+    assert before["hourly"].next_fire_at == T0 + timedelta(hours=1)
+    assert after["hourly"].last_fire_at == T0 + timedelta(hours=1)
+    assert after["hourly"].last_status is TaskStatus.FAILED
+    assert after["hourly"].next_fire_at == T0 + timedelta(hours=2)
+    assert after["often"].last_fire_at == T0 + timedelta(minutes=60)
+    assert after["often"].last_status is TaskStatus.SUCCESS
+    assert after["often"].next_fire_at == T0 + timedelta(minutes=70)
+    assert after["often"].schedule.every == 600.0
+
+
+async def test_trigger_runs_now_as_a_fire_of_the_schedule() -> None:
+    tm = make()
+    seen: list[tuple[str | None, datetime | None]] = []
+
+    @tm.schedule(cron="0 9 * * 1-5", timezone="America/New_York", id="digest")
+    def digest() -> None:  # sync functions are scheduled too
+        ctx = get_task_context()
+        seen.append((ctx.schedule_id, ctx.fire_at))
+
+    async with tm:
+        await anyio.sleep(10)
+        task_id = await tm.trigger_schedule("digest")
+        rec = await tm.wait(task_id)
+        with pytest.raises(ScheduleNotFound):
+            await tm.trigger_schedule("nope")
+    assert rec.status is TaskStatus.SUCCESS
+    assert rec.schedule_id == "digest"
+    assert rec.fire_at == T0 + timedelta(seconds=10)
+    assert seen == [("digest", T0 + timedelta(seconds=10))]
+
+
+async def test_retries_apply_to_each_fire() -> None:
+    tm = make()
+    calls = 0
+
+    @tm.schedule(every=3600, retries=2, delay=10, id="flaky")
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ValueError("not yet")
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(hours=1, minutes=1))
+    [rec] = await records(tm, "flaky")
+    assert rec.status is TaskStatus.SUCCESS
+    assert rec.attempts == 3
+
+
+async def test_run_on_start_fires_the_latest_slot_once() -> None:
+    store, clock = MemoryStore(), LoopClock((T0 + timedelta(minutes=30)).timestamp())
+    for _ in range(2):  # the second start finds the slot already fired
+        tm = make(store, clock)
+
+        @tm.schedule(every=3600, id="warm", run_on_start=True)
+        async def warm() -> None:
+            pass
+
+        async with tm:
+            await anyio.sleep(5)
+            await tm.join()
+    assert fires(await records(tm, "warm")) == at(0)
+
+
+async def test_without_run_on_start_a_first_start_waits_for_the_next_slot() -> None:
+    tm = make(clock=LoopClock((T0 + timedelta(minutes=30)).timestamp()))
+
+    @tm.schedule(every=3600, id="cold")
+    async def cold() -> None:
+        pass
+
+    async with tm:
+        await anyio.sleep(29 * 60)
+        assert await records(tm, "cold") == []
+        await anyio.sleep(61)
+    assert fires(await records(tm, "cold")) == at(3600)
+
+
+class FlakyStore(MemoryStore):
+    """Fails the scheduler's reads a few times, and one fire insert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state_failures = 3
+        self.insert_failures = 1
+
+    async def schedule_states(self) -> dict[str, ScheduleState]:
+        if self.state_failures:
+            self.state_failures -= 1
+            raise StoreError("database is locked")
+        return await super().schedule_states()
+
+    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
+        if self.insert_failures and any(r.schedule_id for r in records):
+            self.insert_failures -= 1
+            raise StoreError("disk I/O error")
+        return await super().insert(records)
+
+
+async def test_store_errors_in_the_loop_are_logged_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FlakyStore()
+    tm = make(store)
+
+    @tm.schedule(every=60, id="s")
+    async def job() -> None:
+        pass
+
+    with caplog.at_level(logging.ERROR, logger="anytask.schedule"):
+        async with tm:
+            await sleep_until(tm, T0 + timedelta(seconds=181))
+            await tm.join()
+    assert fires(await records(tm, "s")) == at(60, 120, 180)  # the failed insert retried
+    failures = [r for r in caplog.records if "scheduler pass failed" in r.getMessage()]
+    assert len(failures) == 4

@@ -1,0 +1,214 @@
+"""Graceful shutdown: finish within ``shutdown_grace``, then cancel, record and exit.
+
+These tests use real time with a small grace (0.5 s) and measure how long the manager
+takes to exit with ``anyio.current_time()``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from anytask import MemoryStore, SQLiteStore, TaskManager, TaskStatus
+
+pytestmark = pytest.mark.anyio
+
+GRACE = 0.5
+
+
+def make(store: MemoryStore, **options: Any) -> TaskManager:
+    options.setdefault("poll_interval", 0.05)
+    options.setdefault("shutdown_grace", GRACE)
+    return TaskManager(store=store, **options)
+
+
+async def wait_running(tm: TaskManager, *ids: str) -> None:
+    with anyio.fail_after(5):
+        for task_id in ids:
+            while (rec := await tm.get(task_id)) is None or rec.status is not TaskStatus.RUNNING:  # noqa: ASYNC110 - polling the store is the point
+                await anyio.sleep(0.01)
+
+
+async def test_running_task_that_finishes_within_grace_completes() -> None:
+    store = MemoryStore()
+    tm = make(store, shutdown_grace=2.0)
+
+    @tm.task
+    async def short() -> str:
+        await anyio.sleep(0.2)
+        return "finished"
+
+    async with tm:
+        task_id = await tm.enqueue(short)
+        await wait_running(tm, task_id)
+    rec = store.get(task_id)
+    assert rec is not None
+    assert (rec.status, rec.result) == (TaskStatus.SUCCESS, "finished")
+
+
+@pytest.mark.parametrize("requeue", [False, True])
+async def test_stubborn_tasks_are_cut_off_after_grace(requeue: bool) -> None:
+    store = MemoryStore()
+    tm = make(store)
+    release = threading.Event()
+    cancels = 0
+
+    @tm.task(requeue_on_interrupt=requeue)
+    async def stubborn() -> None:
+        nonlocal cancels
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            cancels += 1  # ignores the cancellation and keeps going...
+        await anyio.sleep(30)  # ...until its next checkpoint, which is cancelled again
+
+    @tm.task(requeue_on_interrupt=requeue)
+    def blocked() -> None:
+        release.wait(30)  # a thread blocked in time.sleep(30) cannot be cancelled either
+
+    try:
+        async with tm:
+            ids = [await tm.enqueue(stubborn), await tm.enqueue(blocked)]
+            await wait_running(tm, *ids)
+            stopped_at = anyio.current_time()
+        elapsed = anyio.current_time() - stopped_at
+    finally:
+        release.set()
+    assert elapsed <= GRACE + 1.0
+    assert elapsed >= GRACE
+    assert cancels == 1
+    expected = TaskStatus.PENDING if requeue else TaskStatus.INTERRUPTED
+    for task_id in ids:
+        rec = store.get(task_id)
+        assert rec is not None
+        assert rec.status is expected
+        assert rec.owner is None
+        assert rec.error_type == "Interrupted"
+
+
+class SlowClaimStore(MemoryStore):
+    """Claims like a database that takes a while to answer (SQLite in its thread)."""
+
+    async def claim(self, owner: str, limit: int, now: Any, lease_until: Any) -> list[Any]:
+        records = await super().claim(owner, limit, now, lease_until)
+        if records:
+            await anyio.sleep(0.3)
+        return records
+
+
+async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:
+    store = SlowClaimStore()
+    tm = make(store)
+    release = threading.Event()
+
+    @tm.task
+    def blocked() -> None:
+        release.wait(30)
+
+    try:
+        async with tm:
+            task_id = await tm.enqueue(blocked)
+            await wait_running(tm, task_id)  # claimed; the claim has not returned yet
+            stopped_at = anyio.current_time()
+        elapsed = anyio.current_time() - stopped_at
+    finally:
+        release.set()
+    assert elapsed <= 0.3 + GRACE + 1.0
+    rec = store.get(task_id)
+    assert rec is not None
+    assert rec.status is TaskStatus.INTERRUPTED
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+async def test_pending_tasks_stay_pending_and_run_after_restart(storage: str, db_path: str) -> None:
+    memory = MemoryStore()
+    gate = anyio.Event()
+    done: list[int] = []
+
+    def manager() -> TaskManager:
+        # sqlite: a new manager on the same file, as after a process restart;
+        # memory: one store reused by two manager runs, the same thing in-process
+        if storage == "sqlite":
+            tm = TaskManager(snapshot_db=db_path, max_concurrency=1, shutdown_grace=GRACE)
+        else:
+            tm = make(memory, max_concurrency=1)
+
+        @tm.task(name="blocker")
+        async def blocker() -> None:
+            await gate.wait()
+
+        @tm.task(name="job")
+        async def job(i: int) -> None:
+            done.append(i)
+
+        return tm
+
+    tm = manager()
+    async with tm:
+        first = await tm.enqueue("blocker")
+        await wait_running(tm, first)
+        waiting = [await tm.enqueue("job", i) for i in range(3)]
+        gate.set()
+        tm.stop()
+    between = memory if storage == "memory" else SQLiteStore(db_path)
+    await between.open()
+    try:
+        statuses = [(await between.fetch(i)).status for i in [first, *waiting]]  # type: ignore[union-attr]
+    finally:
+        await between.close()
+    assert statuses[0] is TaskStatus.SUCCESS
+    ran = [waiting[n] for n in done]
+    assert [s for i, s in zip(waiting, statuses[1:], strict=True) if i not in ran] == [
+        TaskStatus.PENDING
+    ] * (3 - len(ran))
+    assert len(ran) <= 1  # the stop came before the last ones were claimed
+    tm = manager()
+    async with tm:
+        await tm.join(timeout=5)
+        records = [await tm.get(i) for i in waiting]
+    assert sorted(done) == [0, 1, 2]
+    assert {r.status for r in records if r is not None} == {TaskStatus.SUCCESS}
+
+
+SCRIPT = """
+import sys, time
+import anyio
+from anytask import TaskManager, TaskStatus
+
+tm = TaskManager(shutdown_grace=0.2, poll_interval=0.05)
+
+@tm.task
+def stuck() -> None:
+    time.sleep(30)
+
+async def main() -> None:
+    async with tm:
+        task_id = await tm.enqueue(stuck)
+        while (await tm.get(task_id)).status is not TaskStatus.RUNNING:
+            await anyio.sleep(0.01)
+    print((await tm.store.fetch(task_id)).status.value, flush=True)
+
+anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_abandoned_sync_task_does_not_keep_the_process_alive(backend: str) -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT), backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "interrupted"
+    assert elapsed < 10, f"the process took {elapsed:.1f}s to exit"
