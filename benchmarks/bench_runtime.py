@@ -121,7 +121,7 @@ def taskflow(n: int, concurrency: int, db: str | None) -> dict[str, Any]:
     semaphore slot is free again: a slot is released after the task *and* its
     ``on_success`` snapshot write (``flush_one``) returned.
     """
-    from fastapi_taskflow import ManagedBackgroundTasks
+    from fastapi_taskflow import ManagedBackgroundTasks  # type: ignore[import-untyped]
     from fastapi_taskflow import TaskManager as FTaskManager
     from fastapi_taskflow import TaskStatus as FStatus
 
@@ -131,7 +131,7 @@ def taskflow(n: int, concurrency: int, db: str | None) -> dict[str, Any]:
             kwargs["snapshot_db"] = str(_fresh(Path(db)))
         ftm = FTaskManager(**kwargs)
 
-        @ftm.task()
+        @ftm.task()  # type: ignore[untyped-decorator]
         async def noop() -> None:
             pass
 

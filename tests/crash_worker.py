@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -76,7 +77,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     async with tm:
         if args.enqueue:
-            calls = [
+            calls: list[tuple[str, tuple[int], dict[str, Any]]] = [
                 ("requeue_job" if i % REQUEUE_EVERY == 0 else "plain_job", (i,), {})
                 for i in range(args.enqueue)
             ]

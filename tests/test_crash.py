@@ -55,7 +55,12 @@ def test_sigkilled_workers_lose_nothing_and_rerun_only_requeueable_tasks(
         # the first worker enqueues every task, then works until it is killed
         proc = spawn(tmp_path, "0", *common, "--enqueue", str(N_TASKS), "--ids", str(ids_file))
         procs.append(proc)
-        wait_for(ids_file.exists, 60, "the first worker to commit its tasks")
+        wait_for(
+            lambda: ids_file.exists() or proc.poll() is not None,
+            60,
+            "the first worker to commit its tasks",
+        )
+        assert ids_file.exists(), f"first worker exited early\n{stderr_tail(tmp_path)}"
         for k in range(KILLS):
             if k:
                 backend = "trio" if k % 2 else "asyncio"

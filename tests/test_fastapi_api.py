@@ -262,3 +262,19 @@ async def test_schedules_are_listed_paused_resumed_and_triggered() -> None:
         assert record.schedule_id == "hourly"
         missing = await client.post("/tasks/api/schedules/nope/pause", headers=headers)
         assert missing.status_code == 404
+
+
+async def test_bulk_replay_by_creation_window() -> None:
+    app, tm = make_app()
+    async with serve(app) as client:
+        [failed_id] = await run_all(tm, [(app.state.fns["explode"], ("x",), {})])
+        created = (await client.get(f"/tasks/api/tasks/{failed_id}")).json()["created_at"]
+        headers = await csrf(client)
+        inside = await client.post(
+            "/tasks/api/replay", json={"since": created, "dry_run": True}, headers=headers
+        )
+        assert [i["task_id"] for i in inside.json()["items"]] == [failed_id]
+        before = await client.post(
+            "/tasks/api/replay", json={"until": created, "dry_run": True}, headers=headers
+        )
+        assert before.json()["count"] == 0  # until is exclusive

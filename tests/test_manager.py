@@ -1038,3 +1038,20 @@ async def test_error_in_the_body_propagates_unwrapped_after_a_graceful_stop() ->
     assert rec is not None
     assert rec.status is TaskStatus.SUCCESS  # the stop was graceful
     assert tm.state is RunState.IDLE
+
+
+async def test_sync_task_thread_is_not_an_async_context() -> None:
+    import sniffio  # installed with trio
+
+    tm = make()
+
+    @tm.task
+    def probe() -> str:
+        try:
+            return str(sniffio.current_async_library())
+        except sniffio.AsyncLibraryNotFoundError:
+            return "none"
+
+    async with tm:
+        rec = await tm.wait(await tm.enqueue(probe), timeout=5)
+    assert rec.result == "none"

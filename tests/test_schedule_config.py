@@ -150,6 +150,18 @@ def test_two_schedules_of_one_function_need_distinct_ids() -> None:
         tm.schedule(cron="0 0 * * *")(job)
 
 
+def test_scheduling_a_task_defined_with_other_options_is_refused() -> None:
+    tm = make()
+
+    @tm.task(retries=3)
+    async def job() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="already defined with other options"):
+        tm.schedule(every=60)(job)
+    tm.schedule(every=60, retries=3)(job)  # the same options: one task, now scheduled
+    assert list(tm._schedules) == [job.__qualname__]
+
+
 @pytest.mark.anyio
 async def test_defining_a_schedule_on_a_running_manager_is_refused() -> None:
     tm = make()

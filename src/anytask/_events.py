@@ -42,9 +42,7 @@ class EventHub:
         for send, lagging in list(self._subscribers.items()):
             try:
                 if lagging:
-                    send.send_nowait(
-                        TaskEvent("overflow", "", "", "", event.at)
-                    )
+                    send.send_nowait(TaskEvent("overflow", "", "", "", event.at))
                     self._subscribers[send] = False
                 send.send_nowait(event)
             except anyio.WouldBlock:

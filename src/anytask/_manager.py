@@ -757,9 +757,7 @@ class TaskManager:
         if self._stop is not None:
             self._stop.set()
 
-    async def run(
-        self, *, task_status: AnyioTaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def run(self, *, task_status: AnyioTaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the manager until :meth:`stop` is called or the caller is cancelled."""
         with self._lock:
             if self._state is not RunState.IDLE:
@@ -1083,8 +1081,13 @@ class TaskManager:
         self._active[rec.id] = attempt
         active = _Active(
             TaskContext(
-                rec.id, rec.name, rec.attempts, rec.max_attempts, tuple(rec.tags),
-                rec.schedule_id, rec.fire_at,
+                rec.id,
+                rec.name,
+                rec.attempts,
+                rec.max_attempts,
+                tuple(rec.tags),
+                rec.schedule_id,
+                rec.fire_at,
             ),
             limit=max(LOG_LIMIT - len(rec.logs), 0),  # per task, not per attempt
         )
@@ -1155,19 +1158,34 @@ class TaskManager:
             return None  # another instance owns it now; our write would be refused anyway
         if reason == "cancel":
             return Outcome(
-                rec.id, rec.token, TaskStatus.CANCELLED, ended_at=ended, logs=logs,
-                error="cancelled", error_type="Cancelled",
+                rec.id,
+                rec.token,
+                TaskStatus.CANCELLED,
+                ended_at=ended,
+                logs=logs,
+                error="cancelled",
+                error_type="Cancelled",
             )
         if reason == "shutdown":
             if rec.requeue_on_interrupt:
                 return Outcome(
-                    rec.id, rec.token, TaskStatus.PENDING, ended_at=ended, logs=logs,
-                    run_after=ended, error="requeued: interrupted by shutdown",
+                    rec.id,
+                    rec.token,
+                    TaskStatus.PENDING,
+                    ended_at=ended,
+                    logs=logs,
+                    run_after=ended,
+                    error="requeued: interrupted by shutdown",
                     error_type="Interrupted",
                 )
             return Outcome(
-                rec.id, rec.token, TaskStatus.INTERRUPTED, ended_at=ended, logs=logs,
-                error="interrupted by shutdown before it finished", error_type="Interrupted",
+                rec.id,
+                rec.token,
+                TaskStatus.INTERRUPTED,
+                ended_at=ended,
+                logs=logs,
+                error="interrupted by shutdown before it finished",
+                error_type="Interrupted",
             )
         if failure is None:
             if result is not None:
@@ -1176,8 +1194,9 @@ class TaskManager:
                 except PayloadError as exc:
                     logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})
                     result = None
-            return Outcome(rec.id, rec.token, TaskStatus.SUCCESS, ended_at=ended, result=result,
-                           logs=logs)
+            return Outcome(
+                rec.id, rec.token, TaskStatus.SUCCESS, ended_at=ended, result=result, logs=logs
+            )
         error_type = type(failure).__qualname__
         if isinstance(failure, TimeoutError) and rec.timeout is not None:
             message = _safe_str(failure) or f"timed out after {rec.timeout:g}s"
@@ -1188,17 +1207,34 @@ class TaskManager:
             defn = self.registry.get(rec.name)
             opts = defn.options if defn is not None else TaskOptions()
             wait = opts.retry_wait(rec.attempts, random.random())
-            logs.append({"ts": now, "level": "warning", "attempt": rec.attempts,
-                         "msg": f"attempt {rec.attempts} failed ({error_type}); "
-                                f"retrying in {wait:.3g}s"})
+            logs.append(
+                {
+                    "ts": now,
+                    "level": "warning",
+                    "attempt": rec.attempts,
+                    "msg": f"attempt {rec.attempts} failed ({error_type}); retrying in {wait:.3g}s",
+                }
+            )
             return Outcome(
-                rec.id, rec.token, TaskStatus.PENDING, ended_at=ended, logs=logs,
-                run_after=from_ts(now + wait), error=message, error_type=error_type,
+                rec.id,
+                rec.token,
+                TaskStatus.PENDING,
+                ended_at=ended,
+                logs=logs,
+                run_after=from_ts(now + wait),
+                error=message,
+                error_type=error_type,
                 traceback=trace,
             )
         return Outcome(
-            rec.id, rec.token, TaskStatus.FAILED, ended_at=ended, logs=logs, error=message,
-            error_type=error_type, traceback=trace,
+            rec.id,
+            rec.token,
+            TaskStatus.FAILED,
+            ended_at=ended,
+            logs=logs,
+            error=message,
+            error_type=error_type,
+            traceback=trace,
         )
 
     # ------------------------------------------------------------------ heartbeat
@@ -1215,8 +1251,10 @@ class TaskManager:
                     if task_id in hb.cancel_requested:
                         attempt.reason = "cancel"
                         attempt.scope.cancel()
-                    elif task_id not in hb.held and attempt.record.started_at is not None and (
-                        to_ts(attempt.record.started_at) < now - interval
+                    elif (
+                        task_id not in hb.held
+                        and attempt.record.started_at is not None
+                        and (to_ts(attempt.record.started_at) < now - interval)
                     ):
                         log.warning("anytask: lost the lease of task %s; abandoning it", task_id)
                         attempt.reason = "lease"

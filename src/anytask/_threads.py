@@ -24,6 +24,11 @@ from typing import Any
 import anyio
 from anyio.lowlevel import EventLoopToken
 
+try:
+    import sniffio
+except ImportError:  # optional: anyio no longer requires it
+    sniffio = None  # type: ignore[assignment]
+
 __all__ = ["call_soon_in_loop", "run_in_daemon_thread"]
 
 IDLE_TIMEOUT = 10.0
@@ -87,6 +92,8 @@ async def run_in_daemon_thread(
         done = anyio.Event()
         box: list[tuple[bool, Any]] = []
         context = contextvars.copy_context()
+        if sniffio is not None:  # like anyio's threads: no async library runs in there
+            context.run(sniffio.current_async_library_cvar.set, None)
 
         def report() -> None:
             call_soon_in_loop(token, done.set)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .._errors import ConfigurationError, ManagerStateError
 from .._models import TaskOptions, TaskStatus
+from .._registry import task_name
 from ._triggers import CronTrigger, IntervalTrigger, Trigger
 
 if TYPE_CHECKING:
@@ -236,12 +237,20 @@ def define_schedule(
 
         if tm.state is not RunState.IDLE:
             raise ManagerStateError("define schedules before the task manager starts")
-        defn = tm.registry.define(fn, task_options, name, explicit=True)
-        sid = schedule_id if schedule_id is not None else defn.name
+        final_name = name if name is not None else task_name(fn)
+        sid = schedule_id if schedule_id is not None else final_name
         if sid in tm._schedules:
             raise ConfigurationError(
                 f"schedule id {sid!r} is already used; pass id= to tell the two apart"
             )
+        existing = tm.registry.get(final_name)
+        if existing is not None and existing.explicit and existing.options != task_options:
+            raise ConfigurationError(
+                f"task {final_name!r} is already defined with other options "
+                f"({existing.options}); give @tm.schedule the same task options, or pass "
+                "name= to define a separate task"
+            )
+        defn = tm.registry.define(fn, task_options, name, explicit=True)
         tm._schedules[sid] = replace(template, id=sid, task_name=defn.name)
         return fn
 
