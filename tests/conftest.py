@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,8 @@ def mock_clock_backend() -> Any:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Iterator[str]:
-    yield str(tmp_path / "tasks.db")
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "tasks.db")
 
 
 @pytest.fixture(scope="session")

@@ -27,28 +27,49 @@ def free_port() -> int:
 def command(kind: str, port: int, app: str = "server_app:app") -> list[str]:
     if kind == "uvicorn":
         return [
-            sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--timeout-graceful-shutdown", "2", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--timeout-graceful-shutdown",
+            "2",
+            "--log-level",
+            "warning",
         ]
     if kind == "hypercorn-trio":
         return [
-            sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind",
-            f"127.0.0.1:{port}", "--graceful-timeout", "2", app,
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--worker-class",
+            "trio",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "2",
+            app,
         ]
     raise ValueError(kind)
 
 
 @contextmanager
-def running_server(kind: str, env: dict[str, str] | None = None) -> Iterator[
-    tuple[str, subprocess.Popen[bytes]]
-]:
+def running_server(
+    kind: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Yield (base url, process) once the server answers its health check; stop it after
     (SIGTERM, then SIGKILL if it lingers). The caller may SIGKILL it earlier."""
     port = free_port()
     full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
     proc = subprocess.Popen(
-        command(kind, port), cwd=TESTS, env=full_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        command(kind, port),
+        cwd=TESTS,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:

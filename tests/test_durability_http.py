@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from servers import KINDS, running_server
 
 pytestmark = pytest.mark.slow

@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -352,6 +353,28 @@ async def test_max_concurrency_is_honoured_and_waiting_tasks_stay_pending() -> N
     assert peak == 3
     statuses = {tm.store.get(i).status for i in ids}  # type: ignore[union-attr]
     assert statuses == {TaskStatus.SUCCESS}
+
+
+async def test_sqlite_claims_with_outcome_commits_never_exceed_the_free_slots(
+    tmp_path: Path,
+) -> None:
+    # on SQLite the writer claims in the same transaction that commits outcomes
+    tm = TaskManager(snapshot_db=str(tmp_path / "t.db"), max_concurrency=3, poll_interval=0.05)
+    seen: list[int] = []
+
+    @tm.task
+    async def short(i: int) -> None:
+        counts = await tm.counts()  # committed state, read while this task runs
+        seen.append(counts[TaskStatus.RUNNING])
+
+    async with tm:
+        for i in range(60):
+            tm.add_task(short, i)
+        await tm.join(timeout=20)
+        counts = await tm.counts()
+    assert counts[TaskStatus.SUCCESS] == 60
+    assert len(seen) == 60
+    assert 1 <= max(seen) <= 3
 
 
 async def test_timeout_fails_with_timeout_error_and_is_retried() -> None:

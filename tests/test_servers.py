@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+
 from servers import KINDS, EventStreamReader, running_server
 
 

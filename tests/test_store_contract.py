@@ -331,6 +331,40 @@ async def test_complete_batch_answers_per_outcome(store: Store) -> None:
     assert await store.complete(outs) == [True, False]
 
 
+async def test_write_batch_inserts_completes_then_claims(store: Store) -> None:
+    await store.insert([make(id="old", priority=1)])
+    (old,) = await claim_all(store)
+    fresh = [make(id="hi", priority=5), make(id="lo"), make(id="later", run_after=at(10))]
+    done = Outcome("old", old.token, TaskStatus.SUCCESS, ended_at=at(1))
+    stale = Outcome("old", old.token - 1, TaskStatus.FAILED, ended_at=at(1))
+    res = await store.write_batch(fresh, [done, stale], "w2", 5, at(1), at(31))
+    assert res.inserted == [True, True, True]
+    assert res.completed == [True, False]
+    assert [r.id for r in res.claimed] == ["hi", "lo"]  # priority order, only the due ones
+    assert all(r.owner == "w2" and r.status is TaskStatus.RUNNING for r in res.claimed)
+    finished = store.get("old")
+    assert finished is not None
+    assert finished.status is TaskStatus.SUCCESS
+
+
+async def test_write_batch_claims_no_more_than_the_limit(store: Store) -> None:
+    res = await store.write_batch([make(name=f"n{i}") for i in range(4)], [], "w1", 3, T0, at(30))
+    assert [r.name for r in res.claimed] == ["n0", "n1", "n2"]
+    none = await store.write_batch([make(name="n4")], [], "w1", 0, T0, at(30))
+    assert (none.inserted, none.claimed) == ([True], [])
+    assert [r.name for r in await claim_all(store)] == ["n3", "n4"]
+
+
+async def test_has_unfinished_follows_pending_and_running(store: Store) -> None:
+    assert await store.has_unfinished() is False
+    await store.insert([make(id="t"), make(status=TaskStatus.SUCCESS, ended_at=T0)])
+    assert await store.has_unfinished() is True  # pending
+    (rec,) = await claim_all(store)
+    assert await store.has_unfinished() is True  # running
+    await store.complete([Outcome("t", rec.token, TaskStatus.SUCCESS, ended_at=at(1))])
+    assert await store.has_unfinished() is False
+
+
 async def test_retry_outcome_requeues_with_run_after(store: Store) -> None:
     await store.insert([make(id="t", max_attempts=3)])
     (first,) = await claim_all(store)

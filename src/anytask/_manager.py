@@ -3,9 +3,13 @@
 One manager owns one task group (see :meth:`TaskManager.run`) that holds, and never
 outlives:
 
-* the *writer*, which group-commits enqueued tasks and attempt outcomes to the store;
-* the *dispatcher*, which claims due tasks in batches, never more than there are free
-  slots in the ``max_concurrency`` limiter, so a task waiting for a slot stays ``pending``;
+* the *writer*, which group-commits enqueued tasks and attempt outcomes to the store and,
+  in the same transaction (:meth:`Store.write_batch`), claims due tasks for the slots
+  that are free;
+* the *dispatcher*, which claims due tasks when the writer has nothing to commit (and
+  waits for delayed ones). One claim is in flight at a time, and it never takes more
+  records than there are free slots in the ``max_concurrency`` limiter, so a task waiting
+  for a slot stays ``pending``;
 * ``max_concurrency`` *workers* reading claimed tasks from one memory object stream, each
   attempt in its own cancel scope (and ``fail_after`` when a timeout is set);
 * the *heartbeat*, which extends all of this instance's leases in one statement, picks up
@@ -76,6 +80,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 RESERVED_KWARGS = frozenset({"priority", "delay", "run_at", "tags", "idempotency_key"})
 _KEY_NAMESPACE = uuid.UUID("6f1e0c1a-5b7e-4d35-9a7c-2f0b8a6d4e11")
 _NEVER = math.inf
+#: Most records the writer inserts in one transaction: a huge ``add_task`` burst is
+#: committed in slices, so claims and outcomes are not held up behind it.
+INSERT_BATCH = 2000
 
 
 class RunState(enum.Enum):
@@ -232,6 +239,11 @@ class TaskManager:
         self._outer_tg: anyio.abc.TaskGroup | None = None
         self._write_error: BaseException | None = None
         self._writing = False
+        self._write_failing = False  # the last write failed: the dispatcher claims alone
+        # a claim is in flight (the dispatcher's or the writer's): only one at a time, so
+        # that together they never take more records than there are free slots
+        self._claiming = False
+        self._send: Callable[[TaskRecord], None] | None = None
 
     # ------------------------------------------------------------------ definitions
     @property
@@ -595,12 +607,27 @@ class TaskManager:
             while True:
                 if self._outer_tg is not None:
                     await self.flush()
-                counts = await self._store.counts()
-                if counts[TaskStatus.PENDING] == 0 and counts[TaskStatus.RUNNING] == 0:
+                    if self._busy_here():
+                        # the store has unfinished work while ours is in flight: no need
+                        # to ask it; wait until an attempt ends or outcomes are committed
+                        await self._wait_changed(self.poll_interval if self._store.shared else 5.0)
+                        continue
+                if not await self._store.has_unfinished():
                     return
                 if self._outer_tg is None:
                     raise ManagerStateError("tasks are pending but the manager is not running")
                 await self._wait_changed(self.poll_interval if self._store.shared else 5.0)
+
+    def _busy_here(self) -> bool:
+        """Attempts of this manager are running or claimed, or outcomes are not yet
+        committed."""
+        limiter = self._limiter
+        return bool(
+            self._active
+            or self._outcomes
+            or self._writing
+            or (limiter is not None and limiter.borrowed_tokens)
+        )
 
     async def cancel(self, task_id: str) -> TaskStatus:
         """Cancel a task. Pending: cancelled at once. Running here: its cancel scope is
@@ -803,6 +830,7 @@ class TaskManager:
         self._thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._dispatcher_done = anyio.Event()
         send, receive = anyio.create_memory_object_stream[TaskRecord](math.inf)
+        self._send = send.send_nowait
         async with anyio.create_task_group() as services:
             self._outer_tg = services
             services.start_soon(self._writer, name="anytask writer")
@@ -854,6 +882,8 @@ class TaskManager:
         assert done is not None
         with anyio.move_on_after(max(self.shutdown_grace, 10.0)):
             await done.wait()  # a claim in flight has handed its records to the workers
+            while self._claiming:  # the writer's claim, too
+                await self._capacity_freed()
         with anyio.move_on_after(self.shutdown_grace):
             while limiter.borrowed_tokens:
                 await self._capacity_freed()
@@ -886,6 +916,8 @@ class TaskManager:
 
     # ------------------------------------------------------------------ writer
     async def _writer(self) -> None:
+        """Group-commit inserts and outcomes; in the same transaction, claim due records
+        for the slots that are free (one commit per cycle instead of three)."""
         wake = self._writer_wake
         assert wake is not None
         store = self._store
@@ -894,17 +926,33 @@ class TaskManager:
             if not self._inserts and not self._outcomes:
                 await wake.wait()
             with self._lock:
-                batch, self._inserts = self._inserts, []
-                mark = self._submitted
+                batch = self._inserts[:INSERT_BATCH]
+                del self._inserts[:INSERT_BATCH]
+                mark = self._submitted - len(self._inserts)
             outs, self._outcomes = self._outcomes, []
+            limit = self._claim_limit() if batch or outs else 0
+            if limit:
+                self._claiming = True
             self._writing = True
+            claimed: builtins.list[TaskRecord] = []
             try:
-                if batch:
-                    await store.insert(batch)
-                if outs:
-                    await store.complete([o for o, _ in outs])
+                if batch or outs:
+                    now = self.clock.time()
+                    # shielded when claiming: a claim that committed must reach the workers
+                    with anyio.CancelScope(shield=limit > 0):
+                        res = await store.write_batch(
+                            batch,
+                            [o for o, _ in outs],
+                            self.instance_id,
+                            limit,
+                            from_ts(now),
+                            from_ts(now + self.lease),
+                        )
+                    claimed = res.claimed
             except Exception as exc:
                 self._writing = False
+                self._write_failing = True
+                self._claimed_done(limit > 0)
                 # put everything back in order and try again: nothing is dropped
                 log.exception("anytask: store write failed; retrying in %.2fs", delay)
                 with self._lock:
@@ -916,20 +964,63 @@ class TaskManager:
                 delay = min(delay * 2, 5.0)
                 continue
             self._writing = False
+            self._write_failing = False
             delay = 0.05
             self._write_error = None
             self._committed = mark
             signal, self._committed_signal = self._committed_signal, anyio.Event()
             assert signal is not None
             signal.set()
-            if batch:
-                assert self._dispatch_wake is not None
-                self._dispatch_wake.set()
-                if self.events.active:
-                    for rec in batch:
-                        self._publish("enqueued", rec, rec.status)
+            if batch and self.events.active:
+                for rec in batch:
+                    self._publish("enqueued", rec, rec.status)
+            if claimed:
+                self._hand_claimed(claimed)
+            self._claimed_done(limit > 0)
             if outs:
                 self._after_outcomes(outs)
+            else:
+                self._fire_changed()
+
+    def _claim_limit(self) -> int:
+        """How many records the writer may claim with its next commit: the free slots,
+        unless a claim is already in flight or the manager is not (or no longer) running."""
+        limiter = self._limiter
+        if (
+            self._claiming
+            or self._state is not RunState.RUNNING
+            or self._send is None
+            or limiter is None
+        ):
+            return 0
+        return max(int(limiter.available_tokens), 0)
+
+    def _hand_claimed(self, claimed: builtins.list[TaskRecord]) -> None:
+        """Give claimed records to the workers, each holding one slot of the limiter."""
+        limiter, send = self._limiter, self._send
+        assert limiter is not None
+        assert send is not None
+        hub = self.events.active
+        for rec in claimed:
+            limiter.acquire_on_behalf_of_nowait(rec)
+            try:
+                send(rec)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                # the workers are gone (the manager is being torn down): the lease runs
+                # out and recovery handles the record, as after a crash
+                limiter.release_on_behalf_of(rec)
+                log.warning("anytask: task %s was claimed as the workers stopped", rec.id)
+                continue
+            if hub:
+                self._publish("running", rec, TaskStatus.RUNNING, at=rec.started_at)
+
+    def _claimed_done(self, was_claiming: bool) -> None:
+        """After a write cycle: end this cycle's claim and let the dispatcher look again
+        (it leaves claiming to the writer while the writer has work)."""
+        if was_claiming:
+            self._claiming = False
+        if self._dispatch_wake is not None:
+            self._dispatch_wake.set()
 
     def _after_outcomes(self, outs: builtins.list[tuple[Outcome, TaskRecord]]) -> None:
         terminal = []
@@ -1008,10 +1099,13 @@ class TaskManager:
     ) -> None:
         while not scope.cancel_called:
             free = int(limiter.available_tokens)
-            if free <= 0:
+            if free <= 0 or self._claiming or self._writer_will_claim():
+                # no slot, or a claim in flight, or the writer's next commit claims for
+                # the free slots anyway (it wakes us after each commit)
                 await wake.wait()
                 continue
             now = self.clock.time()
+            self._claiming = True
             try:
                 # shielded: a claim that committed must reach the workers
                 with anyio.CancelScope(shield=True):
@@ -1019,14 +1113,14 @@ class TaskManager:
                         self.instance_id, free, from_ts(now), from_ts(now + self.lease)
                     )
             except Exception:
+                self._claiming = False
                 log.exception("anytask: claiming tasks failed; retrying")
                 await anyio.sleep(self.poll_interval)
                 continue
-            for rec in claimed:
-                limiter.acquire_on_behalf_of_nowait(rec)
-                send(rec)
-                if self.events.active:
-                    self._publish("running", rec, TaskStatus.RUNNING, at=rec.started_at)
+            try:
+                self._hand_claimed(claimed)
+            finally:
+                self._claiming = False
             if len(claimed) == free:
                 continue  # there may be more due work; claim again when a slot frees
             try:
@@ -1041,6 +1135,14 @@ class TaskManager:
             # instance was faster) must not turn this loop into a busy one
             await wake.wait(max(timeout, 0.001))
 
+    def _writer_will_claim(self) -> bool:
+        """The writer has work queued or in flight, and will claim with its commit."""
+        return (
+            not self._write_failing
+            and self._state is RunState.RUNNING
+            and bool(self._writing or self._outcomes or self._inserts)
+        )
+
     # ------------------------------------------------------------------ workers
     async def _worker(self, receive: MemoryObjectReceiveStream[TaskRecord]) -> None:
         async with receive:
@@ -1050,8 +1152,9 @@ class TaskManager:
                 finally:
                     assert self._limiter is not None
                     self._limiter.release_on_behalf_of(rec)
-                    assert self._dispatch_wake is not None
-                    self._dispatch_wake.set()
+                    if not self._writer_will_claim():  # else the writer wakes it after
+                        assert self._dispatch_wake is not None
+                        self._dispatch_wake.set()
 
     async def _execute(self, rec: TaskRecord) -> None:
         defn = self.registry.get(rec.name)

@@ -15,6 +15,8 @@ Rules every implementation follows (and ``tests/test_store_contract.py`` checks)
   owner, lease expiry, ``started_at``, ``attempts + 1`` and a new fencing ``token``.
 * :meth:`complete` applies an :class:`Outcome` only while the record is ``running`` with
   the outcome's token; an outcome from a worker that lost its lease is refused.
+* :meth:`write_batch` does an insert, a complete and a claim, in that order; a store that
+  can runs all three in one transaction (one commit instead of three).
 * :meth:`heartbeat` extends, in one statement, the leases of every record ``owner`` runs.
 * :meth:`recover` ends the leases that expired: such records go back to ``pending`` when
   ``requeue_on_interrupt`` is set and become ``interrupted`` otherwise. Live leases are
@@ -43,7 +45,7 @@ from .._models import (
     TaskStatus,
 )
 
-__all__ = ["HeartbeatResult", "MetricsBuilder", "RecoveryResult", "Store"]
+__all__ = ["BatchResult", "HeartbeatResult", "MetricsBuilder", "RecoveryResult", "Store"]
 
 #: How many records the generic :meth:`Store.metrics` reads at most.
 METRICS_SCAN_LIMIT = 50_000
@@ -100,6 +102,13 @@ class HeartbeatResult:
 
 
 @dataclass
+class BatchResult:
+    inserted: builtins.list[bool] = field(default_factory=list)  # as :meth:`Store.insert`
+    completed: builtins.list[bool] = field(default_factory=list)  # as :meth:`Store.complete`
+    claimed: builtins.list[TaskRecord] = field(default_factory=list)  # as :meth:`Store.claim`
+
+
+@dataclass
 class RecoveryResult:
     requeued: builtins.list[str] = field(default_factory=list)
     interrupted: builtins.list[str] = field(default_factory=list)
@@ -142,6 +151,12 @@ class Store(ABC):
     async def counts(self) -> dict[TaskStatus, int]:
         """Number of records in each status (every status present, zeros included)."""
 
+    async def has_unfinished(self) -> bool:
+        """Whether any record is pending or running (``join()`` asks this; stores answer
+        it without counting every status)."""
+        counts = await self.counts()
+        return counts[TaskStatus.PENDING] > 0 or counts[TaskStatus.RUNNING] > 0
+
     @abstractmethod
     async def next_run_after(self) -> datetime | None:
         """The earliest ``run_after`` among pending records, or None when none is pending."""
@@ -175,6 +190,24 @@ class Store(ABC):
     @abstractmethod
     async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
         """Apply fenced outcomes in one transaction; False where the token did not match."""
+
+    async def write_batch(
+        self,
+        records: Sequence[TaskRecord],
+        outcomes: Sequence[Outcome],
+        owner: str,
+        limit: int,
+        now: datetime,
+        lease_until: datetime,
+    ) -> BatchResult:
+        """:meth:`insert` the records, :meth:`complete` the outcomes, then :meth:`claim`
+        up to ``limit`` due records (none when ``limit`` is 0). This generic version makes
+        the three calls (each atomic); a store overrides it to make them one transaction,
+        so that the runtime commits outcomes and takes the next tasks in one commit."""
+        inserted = await self.insert(records) if records else []
+        completed = await self.complete(outcomes) if outcomes else []
+        claimed = await self.claim(owner, limit, now, lease_until) if limit > 0 else []
+        return BatchResult(inserted, completed, claimed)
 
     @abstractmethod
     async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:

@@ -104,6 +104,10 @@ class MemoryStore(Store):
     async def counts(self) -> dict[TaskStatus, int]:
         return dict(self._counts)
 
+    async def has_unfinished(self) -> bool:
+        counts = self._counts
+        return counts[_PENDING] > 0 or counts[_RUNNING] > 0
+
     def _move(self, rec: TaskRecord, status: TaskStatus) -> None:
         counts = self._counts
         counts[rec.status] -= 1
