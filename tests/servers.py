@@ -56,6 +56,14 @@ def command(kind: str, port: int, app: str = "server_app:app") -> list[str]:
     raise ValueError(kind)
 
 
+def signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    """Send ``signum`` to the server and every process it started (its session)."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 @contextmanager
 def running_server(
     kind: str, env: dict[str, str] | None = None
@@ -70,6 +78,7 @@ def running_server(
         env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # hypercorn serves from a child process: kill the group
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -89,12 +98,13 @@ def running_server(
         yield base, proc
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            signal_group(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                pass
+        signal_group(proc, signal.SIGKILL)  # whatever is left of the group, workers included
+        proc.wait()
         if proc.stderr:
             proc.stderr.close()
 

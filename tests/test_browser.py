@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def server() -> Iterator[str]:
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     # a dashboard left open keeps an event stream going: bound uvicorn's graceful wait
     command += ["--timeout-graceful-shutdown", "3"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         with httpx.Client(timeout=2) as client:
@@ -78,8 +79,12 @@ def server() -> Iterator[str]:
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the server left behind
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servers import KINDS, running_server
+from servers import KINDS, running_server, signal_group
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,8 @@ def test_tasks_acknowledged_before_a_sigkill_are_there_after_restart(
             path = "/enqueue" if i % 2 else "/enqueue-sync"
             delayed.append(client.post(path, params={"n": i, "delay": 600}).json()["task_id"])
             immediate.append(client.post(path, params={"n": i}).json()["task_id"])
-        proc.send_signal(signal.SIGKILL)  # right after reading the last response
+        # right after reading the last response: the server and its worker processes die
+        signal_group(proc, signal.SIGKILL)
         proc.wait()
     with running_server(kind, env) as (base, _), httpx.Client(base_url=base) as client:
         for task_id in delayed:
