@@ -211,3 +211,23 @@ async def test_current_manager_is_the_requests_manager() -> None:
     async with serve(app) as client:
         assert (await client.get("/who")).json() == {"mine": True}
     assert current_manager() is None
+
+
+async def test_the_event_stream_ends_after_sse_max_age_so_shutdown_is_not_held() -> None:
+    from fastapi import FastAPI
+
+    from anytask import MemoryStore, TaskAdmin, TaskManager
+
+    tm = TaskManager(store=MemoryStore())
+    app = FastAPI()
+    TaskAdmin(app, tm, sse_ping=0.1, sse_max_age=0.4)
+    async with serve(app) as client:
+        started = anyio.current_time()
+        with anyio.fail_after(10):
+            response = await client.get("/tasks/api/events")
+        elapsed = anyio.current_time() - started
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text.startswith(": ok\nretry: 1000\n")
+    assert ": ping" in response.text
+    assert 0.3 <= elapsed < 5

@@ -155,7 +155,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     app = create_app(args.db)
     print(f"anytask demo: http://{args.host}:{args.port}/  (dashboard: /tasks/dashboard)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
     return 0
 
 

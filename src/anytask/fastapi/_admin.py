@@ -75,11 +75,15 @@ def _statuses(value: str | None) -> frozenset[TaskStatus] | None:
 
 class _EventStream(Response):
     """``text/event-stream`` of committed task events, a ``: ping`` comment every
-    ``ping`` seconds; ends when the client disconnects or the manager stops."""
+    ``ping`` seconds; ends when the client disconnects, the manager stops, or after
+    ``max_age`` seconds. The last keeps a server's graceful shutdown short (ASGI servers
+    wait for open responses before the lifespan shutdown, so an endless stream would hold
+    it for as long as a dashboard stays open); the browser reconnects at once (``retry``)
+    and the dashboard reloads its view."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, manager: TaskManager, ping: float) -> None:
+    def __init__(self, manager: TaskManager, ping: float, max_age: float = 60.0) -> None:
         super().__init__(
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
             media_type=self.media_type,
@@ -88,6 +92,7 @@ class _EventStream(Response):
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.manager = manager
         self.ping = ping
+        self.max_age = max_age
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -100,11 +105,18 @@ class _EventStream(Response):
                 start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 await send(start)
                 started = True
-                await send({"type": "http.response.body", "body": b": ok\n\n", "more_body": True})
+                hello = b": ok\nretry: 1000\n\n"
+                await send({"type": "http.response.body", "body": hello, "more_body": True})
+                deadline = anyio.current_time() + self.max_age
                 while self.manager.state is RunState.RUNNING:
-                    with anyio.move_on_after(self.ping) as timer:
+                    left = deadline - anyio.current_time()
+                    if left <= 0:
+                        break
+                    with anyio.move_on_after(min(self.ping, left)) as timer:
                         event = await stream.receive()
                     if timer.cancelled_caught:
+                        if anyio.current_time() >= deadline:
+                            break
                         chunk = b": ping\n\n"
                     else:
                         data = json.dumps(event_json(event), separators=(",", ":"))
@@ -159,6 +171,7 @@ class TaskAdmin:
         trusted_origins: tuple[str, ...] = (),
         manage_lifespan: bool = True,
         sse_ping: float = 15.0,
+        sse_max_age: float = 60.0,
         static_dir: str | Path | None = None,
     ) -> None:
         if not isinstance(app, Starlette):
@@ -169,12 +182,17 @@ class TaskAdmin:
             raise ConfigurationError(f"prefix must look like '/tasks', got {prefix!r}")
         if not (isinstance(sse_ping, int | float) and math.isfinite(sse_ping) and sse_ping > 0):
             raise ConfigurationError(f"sse_ping must be a positive number, got {sse_ping!r}")
+        if not (
+            isinstance(sse_max_age, int | float) and math.isfinite(sse_max_age) and sse_max_age > 0
+        ):
+            raise ConfigurationError(f"sse_max_age must be a positive number, got {sse_max_age!r}")
         self.app = app
         self.manager = manager
         self.prefix = prefix
         self.public_health = public_health
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self.sse_ping = float(sse_ping)
+        self.sse_max_age = float(sse_max_age)
         self.static_dir = Path(static_dir) if static_dir is not None else STATIC_DIR
         self.auth = Authenticator(
             auth,
@@ -338,7 +356,7 @@ class TaskAdmin:
         async def events() -> Response:
             if tm.state is not RunState.RUNNING:
                 raise HTTPException(503, "the task manager is not running")
-            return _EventStream(tm, self.sse_ping)
+            return _EventStream(tm, self.sse_ping, self.sse_max_age)
 
         @change.post("/api/tasks/{task_id}/cancel", response_model=CancelResult, summary="Cancel")
         async def cancel(task_id: str) -> CancelResult:
