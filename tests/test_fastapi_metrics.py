@@ -76,3 +76,25 @@ async def test_buckets_count_what_ended_in_them(store: Store) -> None:
     assert sum(b.success + b.failed + b.other for b in m.series) == len(ended)
     assert sum(b.failed for b in m.series) == sum(1 for r in ended if r.status.dead)
     assert [b.start for b in m.series] == [since + timedelta(minutes=10 * i) for i in range(6)]
+
+
+async def test_sqlite_percentiles_stay_close_over_a_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anytask.stores import sqlite
+
+    monkeypatch.setattr(sqlite, "_METRICS_EXACT", 50)  # sample beyond 50 timed tasks
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        await store.insert(records(2000))
+        since, until = NOW - timedelta(hours=1), NOW
+        sampled = await store.metrics(since, until, 4)
+        exact = await Store.metrics(store, since, until, 4)
+    finally:
+        await store.close()
+    for mine, ref in zip(sampled.durations, exact.durations, strict=True):
+        assert (mine.name, mine.count) == (ref.name, ref.count)  # counts stay exact
+        assert mine.p50 == pytest.approx(ref.p50, abs=0.6)  # durations spread over 0..5 s
+        assert mine.p95 == pytest.approx(ref.p95, abs=0.6)
+    assert [b.success for b in sampled.series] == [b.success for b in exact.series]

@@ -41,7 +41,9 @@ from .._errors import (
 )
 from .._models import (
     TERMINAL,
+    DurationStats,
     Metrics,
+    MetricsBucket,
     Outcome,
     Page,
     ScheduleState,
@@ -49,7 +51,7 @@ from .._models import (
     TaskRecord,
     TaskStatus,
 )
-from .abc import BatchResult, HeartbeatResult, MetricsBuilder, RecoveryResult, Store
+from .abc import BatchResult, HeartbeatResult, RecoveryResult, Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -61,7 +63,7 @@ _MIN_SQLITE = (3, 37, 0)  # STRICT tables (3.37), RETURNING (3.35), json_each bu
 _HEADER = b"SQLite format 3\x00"
 _MAX_IDLE_READERS = 4
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
-_METRICS_ROW_LIMIT = 500_000  # ended tasks read at most for one metrics window
+_METRICS_EXACT = 20_000  # metrics percentiles are exact up to this many tasks
 
 _BUSY, _LOCKED, _READONLY, _CORRUPT, _CANTOPEN, _NOTADB = 5, 6, 8, 11, 14, 26
 
@@ -156,7 +158,7 @@ CREATE INDEX anytask_tasks_lease ON anytask_tasks (lease_expires_at)
     WHERE status = 'running';
 CREATE INDEX anytask_tasks_status ON anytask_tasks (status, seq);
 CREATE INDEX anytask_tasks_name ON anytask_tasks (name, seq);
-CREATE INDEX anytask_tasks_ended ON anytask_tasks (ended_at)
+CREATE INDEX anytask_tasks_ended ON anytask_tasks (ended_at, status, name, started_at, seq)
     WHERE ended_at IS NOT NULL;
 
 CREATE TABLE anytask_schedules (
@@ -828,35 +830,57 @@ class SQLiteStore(Store):
         return _dt(await self._read(run))
 
     async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
-        # only the ended tasks of the window are read, through the ended_at index
-        params = (to_ts(since), to_ts(until), _METRICS_ROW_LIMIT)
+        # Aggregated in SQL over the ended_at index. Buckets: one GROUP BY. Percentiles:
+        # nearest rank by window functions, exact up to _METRICS_EXACT timed tasks in the
+        # window and beyond that over an even sample (every k-th task by seq), so that a
+        # window holding 100k tasks still answers in about 0.1 s.
+        lo, hi = to_ts(since), to_ts(until)
+        width = max(hi - lo, 1e-6) / buckets
 
-        def run(conn: sqlite3.Connection) -> builtins.list[Any]:
-            return conn.execute(
-                "SELECT name, status, started_at, ended_at "
+        def run(conn: sqlite3.Connection) -> tuple[builtins.list[Any], builtins.list[Any]]:
+            series = conn.execute(
+                "SELECT min(CAST((ended_at - ?) / ? AS INTEGER), ?) AS b, name, "
+                "sum(status = 'success'), sum(status IN ('failed', 'interrupted')), "
+                "sum(status = 'cancelled'), "
+                "sum(status IN ('success', 'failed') AND started_at IS NOT NULL) "
                 "FROM anytask_tasks INDEXED BY anytask_tasks_ended "
                 f"WHERE ended_at >= ? AND ended_at < ? AND status IN ({_TERMINAL_SQL}) "
-                "LIMIT ?",
-                params,
+                "GROUP BY b, name",
+                (lo, width, buckets - 1, lo, hi),
             ).fetchall()
+            timed = sum(row[5] for row in series)
+            stride = max(1, -(-timed // _METRICS_EXACT))
+            durations = conn.execute(
+                "SELECT name, n, rn, d FROM (SELECT name, max(ended_at - started_at, 0.0) AS d, "
+                "row_number() OVER (PARTITION BY name ORDER BY ended_at - started_at) AS rn, "
+                "count(*) OVER (PARTITION BY name) AS n "
+                "FROM anytask_tasks INDEXED BY anytask_tasks_ended "
+                "WHERE ended_at >= ? AND ended_at < ? AND status IN ('success', 'failed') "
+                "AND started_at IS NOT NULL AND seq % ? = 0) "
+                "WHERE rn IN ((n * 50 + 99) / 100, (n * 95 + 99) / 100, (n * 99 + 99) / 100)",
+                (lo, hi, stride),
+            ).fetchall()
+            return series, durations
 
-        builder = MetricsBuilder(since, until, buckets)
-        for name, status, started_at, ended_at in await self._read(run):
-            ended = from_ts(ended_at)
-            builder.add(
-                TaskRecord(
-                    id="",
-                    name=name,
-                    args=[],
-                    kwargs={},
-                    created_at=ended,
-                    run_after=ended,
-                    status=TaskStatus(status),
-                    started_at=_dt(started_at),
-                    ended_at=ended,
-                )
+        series_rows, duration_rows = await self._read(run)
+        series = [MetricsBucket(from_ts(lo + i * width)) for i in range(buckets)]
+        timed_by_name: dict[str, int] = {}
+        for b, name, success, failed, other, timed in series_rows:
+            bucket = series[b]
+            bucket.success += success
+            bucket.failed += failed
+            bucket.other += other
+            timed_by_name[name] = timed_by_name.get(name, 0) + timed
+        ranks: dict[str, tuple[int, dict[int, float]]] = {}
+        for name, n, rn, d in duration_rows:
+            ranks.setdefault(name, (n, {}))[1][rn] = d
+        durations = [
+            DurationStats(
+                name, timed_by_name[name], *(at[(n * p + 99) // 100] for p in (50, 95, 99))
             )
-        return builder.build(await self.counts())
+            for name, (n, at) in sorted(ranks.items())
+        ]
+        return Metrics(since, until, await self.counts(), series, durations)
 
     # -- writes --------------------------------------------------------------------------
     async def insert(self, records: Sequence[TaskRecord]) -> builtins.list[bool]:
