@@ -139,6 +139,9 @@ async def test_replay_one_dead_task_and_refuse_a_live_one() -> None:
         new_id = response.json()["new_task_id"]
         assert response.json()["task_id"] == failed_id
         assert (await tm.get(new_id)).replay_of == failed_id
+        detail = (await client.get(f"/tasks/api/tasks/{failed_id}")).json()
+        assert detail["replays"] == [new_id]
+        assert (await client.get(f"/tasks/api/tasks/{new_id}")).json()["replays"] == []
         refused = await client.post(f"/tasks/api/tasks/{ok_id}/replay", headers=headers)
         assert refused.status_code == 409
 

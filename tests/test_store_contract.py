@@ -564,6 +564,7 @@ def _filter_records() -> list[TaskRecord]:
                 schedule_id="nightly" if i % 5 == 0 else None,
                 fire_at=at(i) if i % 5 == 0 else None,
                 ended_at=at(i) if list(TaskStatus)[i % 6].terminal else None,
+                replay_of="original" if i % 7 == 3 else None,
             )
         )
     return out
@@ -576,6 +577,7 @@ FILTERS = {
     "tag-exact": TaskQuery(tag="red"),
     "tag-none": TaskQuery(tag="re"),
     "schedule": TaskQuery(schedule_id="nightly"),
+    "replay-of": TaskQuery(replay_of="original"),
     "created-range": TaskQuery(created_after=at(5), created_before=at(12)),
     "search-name": TaskQuery(search="MAIL.send"),
     "search-error": TaskQuery(search="smtp"),

@@ -133,6 +133,7 @@ class TaskQuery:
     created_before: datetime | None = None
     search: str | None = None  # substring of name or error, case-insensitive
     schedule_id: str | None = None
+    replay_of: str | None = None  # replays of this task
     limit: int = 50
     cursor: int | None = None  # seq of the last item of the previous page
 
@@ -155,6 +156,8 @@ class TaskQuery:
         if self.tag is not None and self.tag not in rec.tags:
             return False
         if self.schedule_id is not None and rec.schedule_id != self.schedule_id:
+            return False
+        if self.replay_of is not None and rec.replay_of != self.replay_of:
             return False
         if self.created_after is not None and rec.created_at < self.created_after:
             return False

@@ -284,7 +284,8 @@ class TaskAdmin:
             rec = await tm.get(task_id)
             if rec is None:
                 raise HTTPException(404, f"no task with id {task_id!r}")
-            return TaskDetail.of(rec)
+            replays = await tm.list(TaskQuery(replay_of=rec.id, limit=100))
+            return TaskDetail.of(rec, [r.id for r in replays.items])
 
         @api.get("/api/tasks", response_model=TaskPage, summary="List tasks, newest first")
         async def list_tasks(

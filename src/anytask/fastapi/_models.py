@@ -71,9 +71,10 @@ class TaskDetail(TaskSummary):
     traceback: str | None = None
     logs: list[dict[str, Any]] = Field(default_factory=list)
     idempotency_key: str | None = None
+    replays: list[str] = Field(default_factory=list)  # ids of the replays of this task
 
     @classmethod
-    def of(cls, rec: TaskRecord) -> TaskDetail:
+    def of(cls, rec: TaskRecord, replays: list[str] | None = None) -> TaskDetail:
         return cls.model_construct(
             **_summary(rec),
             args=rec.args,
@@ -82,6 +83,7 @@ class TaskDetail(TaskSummary):
             traceback=rec.traceback,
             logs=rec.logs,
             idempotency_key=rec.idempotency_key,
+            replays=replays or [],
         )
 
 

@@ -158,6 +158,8 @@ CREATE INDEX anytask_tasks_lease ON anytask_tasks (lease_expires_at)
     WHERE status = 'running';
 CREATE INDEX anytask_tasks_status ON anytask_tasks (status, seq);
 CREATE INDEX anytask_tasks_name ON anytask_tasks (name, seq);
+CREATE INDEX anytask_tasks_replay ON anytask_tasks (replay_of)
+    WHERE replay_of IS NOT NULL;
 CREATE INDEX anytask_tasks_ended ON anytask_tasks (ended_at, status, name, started_at, seq)
     WHERE ended_at IS NOT NULL;
 
@@ -375,6 +377,9 @@ def _where(query: TaskQuery, *, paged: bool) -> tuple[str, list[Any]]:
     if query.schedule_id is not None:
         clauses.append("schedule_id = ?")
         params.append(query.schedule_id)
+    if query.replay_of is not None:
+        clauses.append("replay_of = ?")
+        params.append(query.replay_of)
     if query.created_after is not None:
         clauses.append("created_at >= ?")
         params.append(to_ts(query.created_after))
