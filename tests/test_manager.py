@@ -28,6 +28,7 @@ from anytask import (
 )
 from anytask._models import Outcome
 from anytask.stores.abc import HeartbeatResult
+from slow_stores import SlowClaimStore
 
 pytestmark = pytest.mark.anyio
 
@@ -808,16 +809,6 @@ async def test_task_raising_a_cancellation_of_its_own_is_a_task_error() -> None:
     assert rec.attempts == 2  # retried like any error, not taken for a shutdown
     assert rec.error_type in ("CancelledError", "TypeError")
     assert after.result == "ok"
-
-
-class SlowClaimStore(MemoryStore):
-    """Claims like a database that takes a while to answer."""
-
-    async def claim(self, owner: str, limit: int, now: Any, lease_until: Any) -> list[Any]:
-        records = await super().claim(owner, limit, now, lease_until)
-        if records:
-            await anyio.sleep(0.3)
-        return records
 
 
 async def test_cancel_between_claim_and_start_cancels_the_attempt_at_once() -> None:

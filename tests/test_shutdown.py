@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 from anytask import MemoryStore, SQLiteStore, TaskManager, TaskStatus
+from slow_stores import SlowClaimStore
 
 pytestmark = pytest.mark.anyio
 
@@ -91,16 +92,6 @@ async def test_stubborn_tasks_are_cut_off_after_grace(requeue: bool) -> None:
         assert rec.status is expected
         assert rec.owner is None
         assert rec.error_type == "Interrupted"
-
-
-class SlowClaimStore(MemoryStore):
-    """Claims like a database that takes a while to answer (SQLite in its thread)."""
-
-    async def claim(self, owner: str, limit: int, now: Any, lease_until: Any) -> list[Any]:
-        records = await super().claim(owner, limit, now, lease_until)
-        if records:
-            await anyio.sleep(0.3)
-        return records
 
 
 async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:
