@@ -218,6 +218,19 @@ def test_login_form_rejects_a_wrong_password_then_signs_in(
         context.close()
 
 
+def test_login_next_never_leaves_the_site(browser: Any, server: str, signed_in_state: Any) -> None:
+    context = browser.new_context(storage_state=signed_in_state)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        # a tab between the slashes: browsers drop it and would read "//elsewhere"
+        page.goto(server + "/tasks/login?next=%2F%09%2Fexample.invalid%2Fpwned")
+        page.wait_for_url(lambda url: url.startswith(server + "/tasks/dashboard"))
+        assert "example.invalid" not in page.url
+    finally:
+        context.close()
+
+
 def test_row_turns_running_then_success_without_reload(
     dash: Watched, server: str, artifacts_dir: Path
 ) -> None:

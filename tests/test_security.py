@@ -7,6 +7,7 @@ import statistics
 import time
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException, Request
@@ -254,3 +255,73 @@ async def test_a_wrong_password_takes_as_long_for_unknown_users() -> None:
             unknown.append(await attempt(f"nobody{i}"))
     a, b = statistics.median(known), statistics.median(unknown)
     assert abs(a - b) < max(0.5 * min(a, b), 0.002), (a, b)
+
+
+def test_a_full_throttle_table_never_forgets_a_locked_out_key() -> None:
+    from anytask.fastapi._auth import Throttle
+
+    throttle = Throttle(limit=2, window=60, max_keys=10)
+    throttle.failed("user:admin")
+    throttle.failed("user:admin")
+    assert throttle.retry_after("user:admin") is not None
+    for i in range(100):  # junk keys from many addresses fill the table
+        throttle.failed(f"ip:10.0.{i}.1")
+    assert throttle.retry_after("user:admin") is not None
+    assert len(throttle._failures) <= 11
+
+
+async def test_an_oversized_login_body_is_refused_before_it_is_read() -> None:
+    app, _ = make_app()
+    async with lifespan(app), client_for(app) as client:
+        declared = await client.post(
+            "/tasks/login",
+            content=b"x" * 20_000,
+            headers={"origin": BASE, "content-type": "application/x-www-form-urlencoded"},
+        )
+        assert declared.status_code == 413
+        # no Content-Length (chunked): the server stops reading once the limit is passed
+        chunks_read = 0
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal chunks_read
+            chunks_read += 1
+            return {"type": "http.request", "body": b"x" * 65536, "more_body": True}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/tasks/login",
+            "raw_path": b"/tasks/login",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"origin", BASE.encode()),
+                (b"content-type", b"application/x-www-form-urlencoded"),
+            ],
+            "client": ("10.0.0.9", 40000),
+            "server": ("testserver", 80),
+            "state": {},
+        }
+        with anyio.fail_after(10):  # reading the whole endless body would hang here
+            await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert chunks_read == 1  # one 64 KiB chunk is over the limit: nothing more is read
+
+
+async def test_out_of_range_query_values_are_422_not_500() -> None:
+    app, _ = make_app(auth=None)
+    async with lifespan(app), client_for(app) as client:
+        for url in (
+            "/tasks/api/tasks?cursor=9223372036854775808",
+            "/tasks/api/dead-letters?cursor=9223372036854775808",
+            "/tasks/api/metrics?window=1e-300",
+        ):
+            assert (await client.get(url)).status_code == 422, url

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -296,7 +297,7 @@ class TaskAdmin:
             until: str | None = None,
             q: Annotated[str | None, Query(max_length=200)] = None,
             limit: Annotated[int, Query(ge=1, le=_MAX_LIST)] = 50,
-            cursor: Annotated[int | None, Query(ge=0)] = None,
+            cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         ) -> TaskPage:
             return await page(
                 TaskQuery(
@@ -320,7 +321,7 @@ class TaskAdmin:
             since: str | None = None,
             until: str | None = None,
             limit: Annotated[int, Query(ge=1, le=_MAX_LIST)] = 50,
-            cursor: Annotated[int | None, Query(ge=0)] = None,
+            cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         ) -> TaskPage:
             return await page(
                 TaskQuery(
@@ -334,7 +335,7 @@ class TaskAdmin:
 
         @api.get("/api/metrics", response_model=MetricsOut, summary="Counts, throughput, p50/95/99")
         async def metrics(
-            window: Annotated[float, Query(gt=0, le=90 * 86400)] = 3600,
+            window: Annotated[float, Query(ge=1, le=90 * 86400)] = 3600,
             buckets: Annotated[int, Query(ge=1, le=500)] = 30,
         ) -> MetricsOut:
             now = tm.clock.now()
@@ -545,11 +546,23 @@ class TaskAdmin:
         return response
 
 
+_MAX_FORM = 16_384  # bytes: login and logout forms are tiny
+
+
 async def _form(request: Request) -> dict[str, str]:
     """Fields of a urlencoded or JSON body (no python-multipart needed)."""
-    body = await request.body()
-    if len(body) > 16_384:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_FORM:
         raise HTTPException(413, "request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:  # stop reading as soon as it is too large
+            size += len(chunk)
+            if size > _MAX_FORM:
+                raise HTTPException(413, "request body too large")
+            chunks.append(chunk)
+    body = b"".join(chunks)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json"):
         try:

@@ -75,10 +75,25 @@ class Throttle:
         now = time.monotonic()
         times = self._recent(key, now)
         if times is None:
-            if len(self._failures) >= self.max_keys:  # forget the oldest key
-                self._failures.pop(next(iter(self._failures)))
+            if len(self._failures) >= self.max_keys:
+                self._make_room(now)
             times = self._failures[key] = deque()
         times.append(now)
+
+    def _make_room(self, now: float) -> None:
+        """Forget expired keys; if none expired, the oldest key that is not throttled. A
+        throttled key is never forgotten, so flooding the table with junk keys cannot
+        lift a lock-out."""
+        for key in list(self._failures):
+            self._recent(key, now)
+        if len(self._failures) < self.max_keys:
+            return
+        for key, times in self._failures.items():
+            if len(times) < self.limit:
+                del self._failures[key]
+                return
+        # every key is throttled: the table may grow by one (bounded by limit * max_keys
+        # failures per window, which the throttle itself slows down)
 
     def reset(self, key: str) -> None:
         self._failures.pop(key, None)

@@ -10,11 +10,20 @@ function derivePrefix() {
 
 export const prefix = derivePrefix();
 
-/** A `next` value we are willing to follow: a path on this site. */
+/** A `next` value we are willing to follow: a path under the dashboard's prefix on this
+ * site. Resolved the way the browser will resolve it (which drops tabs and newlines, so
+ * "/\t/evil.example" would otherwise become "//evil.example"), then checked. */
 export function safeNext(value) {
   if (!value || typeof value !== "string") return null;
-  if (!value.startsWith("/") || value.startsWith("//") || value.includes("\\")) return null;
-  return value;
+  let url;
+  try {
+    url = new URL(value, location.origin);
+  } catch (_) {
+    return null;
+  }
+  if (url.origin !== location.origin) return null;
+  if (url.pathname !== prefix && !url.pathname.startsWith(prefix + "/")) return null;
+  return url.pathname + url.search + url.hash;
 }
 
 export class ApiError extends Error {
