@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from anytask import MemoryStore, PayloadError, TaskManager
+from anytask import MemoryStore, PayloadError, TaskManager, task_log
 
 
 class Custom:
@@ -143,3 +144,51 @@ def test_bad_manager_options_fail_at_construction() -> None:
     ):
         with pytest.raises(ValueError, match=next(iter(options))):
             TaskManager(store=MemoryStore(), **options)  # type: ignore[arg-type]
+
+
+# -- text SQLite cannot store: lone surrogates (e.g. an OS error about a non-UTF-8 path) --
+
+LONE = os.fsdecode(b"/tmp/caf\xe9")  # '/tmp/caf\udce9'
+
+
+async def test_a_lone_surrogate_in_arguments_is_refused_and_nothing_stored(db_path: str) -> None:
+    tm = TaskManager(snapshot_db=db_path)
+
+    @tm.task(name="job")
+    async def job(*args: Any, **kwargs: Any) -> None:
+        pass
+
+    async with tm:
+        for call in (
+            lambda: tm.add_task(job, LONE),
+            lambda: tm.add_task(job, {LONE: 1}),
+            lambda: tm.add_task(job, path=[LONE]),
+        ):
+            with pytest.raises(PayloadError, match="surrogate"):
+                call()
+        assert await tm.store.count() == 0
+        assert (await tm.wait(await tm.enqueue(job, "fine"), timeout=10)).status.value == "success"
+
+
+async def test_an_error_text_with_a_lone_surrogate_is_recorded_and_the_writer_goes_on(
+    db_path: str,
+) -> None:
+    tm = TaskManager(snapshot_db=db_path)
+
+    @tm.task(name="open_file")
+    async def open_file() -> None:
+        raise FileNotFoundError(LONE)
+
+    @tm.task(name="log_it")
+    async def log_it() -> str:
+        task_log(f"opening {LONE}")
+        return "done"
+
+    async with tm:
+        failed = await tm.wait(await tm.enqueue(open_file), timeout=10)
+        logged = await tm.wait(await tm.enqueue(log_it), timeout=10)
+    assert failed.status.value == "failed"
+    assert failed.error == "/tmp/caf\\udce9"
+    assert "FileNotFoundError: /tmp/caf\\udce9" in (failed.traceback or "")
+    assert logged.status.value == "success"
+    assert logged.logs[0]["msg"] == "opening /tmp/caf\\udce9"

@@ -14,15 +14,40 @@ from typing import Any
 
 from ._errors import PayloadError
 
-__all__ = ["check_json", "dumps", "loads"]
+__all__ = ["check_json", "clean_text", "dumps", "loads"]
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _decoder = json.JSONDecoder()
 
 
+def _check_str(value: str, where: str) -> None:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PayloadError(
+                f"{where} holds a lone surrogate ({value!r}), which UTF-8 cannot encode"
+            ) from None
+
+
+def clean_text(value: str) -> str:
+    """``value`` with anything UTF-8 cannot encode (lone surrogates, as in the text of an
+    OS error about a non-UTF-8 file name) replaced by backslash escapes."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _walk(value: Any, where: str, depth: int) -> None:
     kind = type(value)
+    if kind is str:
+        _check_str(value, where)
+        return
     if kind in _SCALARS:
         return
     if kind is float:
@@ -42,6 +67,7 @@ def _walk(value: Any, where: str, depth: int) -> None:
                     f"{where} has the key {key!r} of type {type(key).__name__}; "
                     "JSON object keys must be str"
                 )
+            _check_str(key, f"a key of {where}")
             _walk(item, f"{where}[{key!r}]", depth + 1)
         return
     raise PayloadError(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ._codec import check_json
+from ._codec import check_json, clean_text
 from ._errors import PayloadError
 
 __all__ = ["TaskContext", "get_task_context", "task_log"]
@@ -71,8 +71,8 @@ def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
         return
     line: dict[str, Any] = {
         "ts": time.time(),
-        "level": str(level),
-        "msg": message,
+        "level": clean_text(str(level)),
+        "msg": clean_text(message),
         "attempt": active.context.attempt,
     }
     line.update(fields)

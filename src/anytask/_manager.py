@@ -39,7 +39,7 @@ from anyio.abc import TaskStatus as AnyioTaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._clock import Clock, SystemClock, from_ts, to_ts
-from ._codec import check_json
+from ._codec import check_json, clean_text
 from ._context import LOG_LIMIT, TaskContext, _Active, _current
 from ._errors import (
     ConfigurationError,
@@ -100,17 +100,18 @@ def key_task_id(idempotency_key: str) -> str:
 
 def _safe_str(exc: BaseException) -> str:
     try:
-        return str(exc)
+        return clean_text(str(exc))
     except Exception:
         return f"<{type(exc).__name__} whose str() raised>"
 
 
 def _safe_traceback(exc: BaseException) -> str:
     try:
-        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+        text = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
     except Exception:
         lines = tb_module.format_tb(exc.__traceback__)
-        return "".join(lines) + f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
+        text = "".join(lines) + f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
+    return clean_text(text)
 
 
 class _Signal:
@@ -447,6 +448,8 @@ class TaskManager:
                 tag_list.append(tag)
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigurationError(f"idempotency_key must be a non-empty str, got {key!r}")
+        if key is not None:
+            check_json(key, "idempotency_key")
         created = from_ts(now)
         return TaskRecord(
             id=key_task_id(key) if key is not None else str(uuid.uuid4()),
@@ -958,7 +961,7 @@ class TaskManager:
                 with self._lock:
                     self._inserts[:0] = batch
                 self._outcomes[:0] = outs
-                if isinstance(exc, StoreError) and delay >= 5.0:
+                if delay >= 5.0:  # failing for a while: callers waiting on a commit raise
                     self._write_error = exc
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -1300,7 +1303,7 @@ class TaskManager:
             return Outcome(
                 rec.id, rec.token, TaskStatus.SUCCESS, ended_at=ended, result=result, logs=logs
             )
-        error_type = type(failure).__qualname__
+        error_type = clean_text(type(failure).__qualname__)
         if isinstance(failure, TimeoutError) and rec.timeout is not None:
             message = _safe_str(failure) or f"timed out after {rec.timeout:g}s"
         else:

@@ -251,6 +251,10 @@ def check_tags(value: Any) -> list[str]:
     for tag in tags:
         if not isinstance(tag, str) or not tag:
             raise ConfigurationError(f"tags: each tag must be a non-empty str, got {tag!r}")
+        try:
+            tag.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(f"tags: {tag!r} holds a lone surrogate") from None
     return tags
 
 

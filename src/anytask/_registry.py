@@ -58,6 +58,10 @@ class Registry:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
         final = name if name is not None else task_name(fn)
+        try:
+            final.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(f"task name {final!r} holds a lone surrogate") from None
         existing = self._by_name.get(final)
         if existing is not None:
             # ``==``, not ``is``: each ``obj.method`` access makes a new bound method
