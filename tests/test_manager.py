@@ -846,6 +846,9 @@ async def test_cancel_from_another_instance_reaches_the_owner() -> None:
         task_id = await a.enqueue("long")
         await started.wait()
         assert await b.cancel(task_id) is TaskStatus.RUNNING
+        # the instance that does not run it keeps no note of it (nothing to leak)
+        assert task_id not in a._cancel_soon
+        assert task_id not in b._cancel_soon
         rec = await b.wait(task_id, timeout=5)
     assert rec.status is TaskStatus.CANCELLED
 

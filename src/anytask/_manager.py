@@ -236,7 +236,8 @@ class TaskManager:
         self._thread_limiter: anyio.CapacityLimiter | None = None
         self._dispatcher_done: anyio.Event | None = None
         self._cutting = False  # shutdown grace is over: attempts are cancelled on sight
-        self._cancel_soon: set[str] = set()  # cancelled after the claim, before the start
+        self._claimed: set[str] = set()  # claimed here, not started by a worker yet
+        self._cancel_soon: set[str] = set()  # of those, the ones cancelled meanwhile
         self._outer_tg: anyio.abc.TaskGroup | None = None
         self._write_error: BaseException | None = None
         self._writing = False
@@ -653,8 +654,9 @@ class TaskManager:
                 if attempt.reason is None:
                     attempt.reason = "cancel"
                     attempt.scope.cancel()
-            else:  # claimed here but not started yet, or running on another instance
+            elif task_id in self._claimed:  # claimed here, not started yet
                 self._cancel_soon.add(task_id)
+            # else it runs on another instance, which acts on the flag at its heartbeat
         return status
 
     # ------------------------------------------------------------------ replay
@@ -1006,12 +1008,14 @@ class TaskManager:
         hub = self.events.active
         for rec in claimed:
             limiter.acquire_on_behalf_of_nowait(rec)
+            self._claimed.add(rec.id)
             try:
                 send(rec)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 # the workers are gone (the manager is being torn down): the lease runs
                 # out and recovery handles the record, as after a crash
                 limiter.release_on_behalf_of(rec)
+                self._claimed.discard(rec.id)
                 log.warning("anytask: task %s was claimed as the workers stopped", rec.id)
                 continue
             if hub:
@@ -1160,6 +1164,7 @@ class TaskManager:
                         self._dispatch_wake.set()
 
     async def _execute(self, rec: TaskRecord) -> None:
+        self._claimed.discard(rec.id)
         defn = self.registry.get(rec.name)
         if defn is None:
             now = self.clock.now()
