@@ -494,3 +494,35 @@ def test_two_processes_on_one_file_never_double_claim(tmp_path: Path) -> None:
         taken.append(json.loads(out))
     assert not set(taken[0]) & set(taken[1])
     assert sorted(taken[0] + taken[1]) == sorted(ids)
+
+
+_OPEN_AND_CLOSE = """
+import sys, anyio
+from anytask.stores.sqlite import SQLiteStore
+
+async def main():
+    store = SQLiteStore(sys.argv[1], busy_timeout=2)
+    await store.open()
+    await store.close()
+
+anyio.run(main)
+"""
+
+
+def test_processes_opening_one_new_file_at_once_all_get_in(tmp_path: Path) -> None:
+    # two connections switching a new file to WAL and creating the schema at once can
+    # deadlock; SQLite then says "locked" at once: open() must retry, not fail
+    script = tmp_path / "open_and_close.py"
+    script.write_text(_OPEN_AND_CLOSE)
+    failures = []
+    for i in range(40):
+        path = str(tmp_path / f"race{i}.db")
+        procs = [
+            subprocess.Popen([sys.executable, str(script), path], stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            if proc.returncode != 0:
+                failures.append(err.strip().splitlines()[-1])
+    assert failures == []

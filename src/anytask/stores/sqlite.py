@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import builtins
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -639,17 +641,32 @@ class SQLiteStore(Store):
 
     def _open_sync(self) -> None:
         self._precheck_file()
-        with self._write_lock:
-            try:
-                conn = self._connect(reader=False)
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-            try:
-                self._prepare(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._writer = conn
+        # Processes opening one new file at once can deadlock on the journal-mode switch
+        # and the schema creation; SQLite then answers "locked" at once instead of waiting.
+        # A fresh connection after a short random pause gets through; a lock that is
+        # really held still raises StoreLockedError once busy_timeout has passed.
+        deadline = time.monotonic() + max(self.busy_timeout, 0.5)
+        pause = 0.01
+        while True:
+            with self._write_lock:
+                try:
+                    conn = self._connect(reader=False)
+                except sqlite3.Error as exc:
+                    raise self._error(exc) from exc
+                try:
+                    self._prepare(conn)
+                except StoreLockedError:
+                    conn.close()
+                    if time.monotonic() >= deadline:
+                        raise
+                except BaseException:
+                    conn.close()
+                    raise
+                else:
+                    self._writer = conn
+                    return
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.2)
 
     def _precheck_file(self) -> None:
         path = self.path
