@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._codec import check_json, clean_text
 from ._errors import PayloadError
+
+if TYPE_CHECKING:
+    from ._models import TaskRecord
 
 __all__ = ["TaskContext", "get_task_context", "task_log"]
 
@@ -28,12 +31,46 @@ class TaskContext:
     fire_at: datetime | None = None
 
 
-@dataclass
 class _Active:
-    context: TaskContext
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    dropped: int = 0
-    limit: int = LOG_LIMIT  # lines this attempt may still add (earlier attempts used some)
+    """The running attempt of one task, as its code sees it. Built once per attempt on
+    the hot path, so the context object and the log list are made only when asked for."""
+
+    __slots__ = ("_context", "_logs", "dropped", "limit", "record")
+
+    def __init__(self, record: TaskRecord) -> None:
+        self.record = record
+        self._context: TaskContext | None = None
+        self._logs: list[dict[str, Any]] | None = None
+        self.dropped = 0
+        # lines this attempt may still add (earlier attempts used some): per task
+        self.limit = max(LOG_LIMIT - len(record.logs), 0) if record.logs else LOG_LIMIT
+
+    @property
+    def context(self) -> TaskContext:
+        ctx = self._context
+        if ctx is None:
+            rec = self.record
+            ctx = self._context = TaskContext(
+                rec.id,
+                rec.name,
+                rec.attempts,
+                rec.max_attempts,
+                tuple(rec.tags),
+                rec.schedule_id,
+                rec.fire_at,
+            )
+        return ctx
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        logs = self._logs
+        if logs is None:
+            logs = self._logs = []
+        return logs
+
+    @property
+    def has_logs(self) -> bool:
+        return bool(self._logs)
 
 
 _current: ContextVar[_Active | None] = ContextVar("anytask_current", default=None)
@@ -73,7 +110,7 @@ def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
         "ts": time.time(),
         "level": clean_text(str(level)),
         "msg": clean_text(message),
-        "attempt": active.context.attempt,
+        "attempt": active.record.attempts,
     }
     line.update(fields)
     active.logs.append(line)

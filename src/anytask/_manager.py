@@ -25,22 +25,22 @@ import logging
 import math
 import random
 import threading
+import time
 import traceback as tb_module
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus as AnyioTaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._clock import Clock, SystemClock, from_ts, to_ts
 from ._codec import check_json, clean_text
-from ._context import LOG_LIMIT, TaskContext, _Active, _current
+from ._context import _Active, _current
 from ._errors import (
     ConfigurationError,
     ManagerStateError,
@@ -50,6 +50,7 @@ from ._errors import (
     TaskStateError,
 )
 from ._events import EventHub, TaskEvent
+from ._ids import new_task_id
 from ._models import (
     DEAD,
     MAX_WAIT,
@@ -66,6 +67,7 @@ from ._models import (
 from ._registry import Registry, TaskDefinition
 from ._threads import call_soon_in_loop, run_in_daemon_thread
 from .stores.abc import Store
+from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from .schedule import MisfirePolicy, OverlapPolicy, ScheduleInfo
@@ -146,11 +148,31 @@ class TaskAdder:
         return task_id
 
 
-@dataclass(eq=False)
-class _Attempt:
-    record: TaskRecord
-    scope: anyio.CancelScope
-    reason: str | None = None  # "cancel", "lease" or "shutdown" once its scope is cancelled
+class _Slot:
+    """One worker. While it runs an attempt, ``record`` is that attempt's record and the
+    slot is in ``TaskManager._active`` under the task id; ``scope`` is the worker's cancel
+    scope, which it renews after every cancellation (one scope per run of attempts, not
+    one per attempt: entering a scope costs more than a no-op task)."""
+
+    __slots__ = ("active", "event", "reason", "record", "scope")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.record: TaskRecord | None = None
+        self.active: _Active | None = None
+        self.reason: str | None = None  # "cancel", "lease" or "shutdown" once cancelled
+        self.event: anyio.Event | None = None  # set to wake the worker while it is idle
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the attempt running in this slot (a no-op if one was already asked)."""
+        if self.reason is None:
+            self.reason = reason
+            self.scope.cancel()
+
+
+#: A worker running attempts back to back yields to the event loop at least this often
+#: (seconds), even when the tasks themselves never wait for anything.
+_YIELD_EVERY = 0.0005
 
 
 class TaskManager:
@@ -197,8 +219,6 @@ class TaskManager:
 
                 store = SQLiteStore(snapshot_db)
             else:
-                from .stores.memory import MemoryStore
-
                 store = MemoryStore()
         self._store = store
         self.max_concurrency = max_concurrency
@@ -223,7 +243,7 @@ class TaskManager:
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
-        self._active: dict[str, _Attempt] = {}
+        self._active: dict[str, _Slot] = {}  # task id -> the slot running it
         self._waiters: dict[str, anyio.Event] = {}
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
@@ -232,7 +252,6 @@ class TaskManager:
         self._committed_signal: anyio.Event | None = None
         self._changed: anyio.Event | None = None
         self._stop: anyio.Event | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
         self._thread_limiter: anyio.CapacityLimiter | None = None
         self._dispatcher_done: anyio.Event | None = None
         self._cutting = False  # shutdown grace is over: attempts are cancelled on sight
@@ -245,7 +264,15 @@ class TaskManager:
         # a claim is in flight (the dispatcher's or the writer's): only one at a time, so
         # that together they never take more records than there are free slots
         self._claiming = False
-        self._send: Callable[[TaskRecord], None] | None = None
+        # records claimed for this manager whose attempt has not ended (handed to the
+        # workers or running): the slots in use, never more than max_concurrency
+        self._occupied = 0
+        self._backlog: deque[TaskRecord] = deque()  # claimed, waiting for a worker
+        self._idle: builtins.list[_Slot] = []  # workers waiting for work
+        self._workers_open = False  # workers take work (False: they exit once idle)
+        # an in-process store that workers claim from and complete in directly
+        self._inline_store: MemoryStore | None = None
+        self._lease_delta = timedelta(seconds=self.lease)
 
     # ------------------------------------------------------------------ definitions
     @property
@@ -453,7 +480,7 @@ class TaskManager:
             check_json(key, "idempotency_key")
         created = from_ts(now)
         return TaskRecord(
-            id=key_task_id(key) if key is not None else str(uuid.uuid4()),
+            id=key_task_id(key) if key is not None else new_task_id(),
             name=defn.name,
             args=list(args),
             kwargs=kwargs,
@@ -468,7 +495,30 @@ class TaskManager:
         )
 
     def _submit(self, records: list[TaskRecord]) -> int:
-        """Buffer records for the next group commit; returns the submission mark."""
+        """Buffer records for the next group commit; returns the submission mark.
+
+        With an in-process store, on the event loop thread of a running manager, and with
+        nothing buffered before them (so that FIFO order holds), the records go into the
+        store at once instead: there is no commit to wait for (the mark is 0)."""
+        store = self._inline_store
+        if (
+            store is not None
+            and not self._inserts
+            and self._state is RunState.RUNNING
+            and threading.get_ident() == self._loop_thread
+        ):
+            inserted = store.insert_now(records, owned=True)
+            delayed = False
+            hub = self.events.active
+            for rec, ok in zip(records, inserted, strict=True):
+                if rec.run_after > rec.created_at:
+                    delayed = True
+                if hub and ok:
+                    self._publish("enqueued", rec, rec.status)
+            if delayed and self._dispatch_wake is not None:
+                self._dispatch_wake.set()  # it sleeps until the earliest run_after
+            self._wake_idle(len(records))
+            return 0
         with self._lock:
             self._inserts.extend(records)
             self._submitted += len(records)
@@ -625,23 +675,16 @@ class TaskManager:
     def _busy_here(self) -> bool:
         """Attempts of this manager are running or claimed, or outcomes are not yet
         committed."""
-        limiter = self._limiter
-        return bool(
-            self._active
-            or self._outcomes
-            or self._writing
-            or (limiter is not None and limiter.borrowed_tokens)
-        )
+        return bool(self._occupied or self._active or self._outcomes or self._writing)
 
     async def cancel(self, task_id: str) -> TaskStatus:
         """Cancel a task. Pending: cancelled at once. Running here: its cancel scope is
         cancelled and it is recorded ``cancelled``. Running on another instance: that
         instance cancels it at its next heartbeat. Returns the status after the call
         (a terminal task is left as it is)."""
-        attempt = self._active.get(task_id)
-        if attempt is not None and attempt.reason is None:
-            attempt.reason = "cancel"
-            attempt.scope.cancel()
+        slot = self._active.get(task_id)
+        if slot is not None and slot.reason is None:
+            slot.cancel("cancel")
             return TaskStatus.RUNNING
         status = await self._store.cancel(task_id, self.clock.now())
         if status is None:
@@ -649,11 +692,9 @@ class TaskManager:
         if status is TaskStatus.CANCELLED:
             self._notify_terminal([task_id])
         elif status is TaskStatus.RUNNING and self._outer_tg is not None:
-            attempt = self._active.get(task_id)
-            if attempt is not None:  # it started while the store was asked
-                if attempt.reason is None:
-                    attempt.reason = "cancel"
-                    attempt.scope.cancel()
+            slot = self._active.get(task_id)
+            if slot is not None:  # it started while the store was asked
+                slot.cancel("cancel")
             elif task_id in self._claimed:  # claimed here, not started yet
                 self._cancel_soon.add(task_id)
             # else it runs on another instance, which acts on the flag at its heartbeat
@@ -664,7 +705,7 @@ class TaskManager:
         defn = self.registry.get(rec.name)
         now = self.clock.now()
         return TaskRecord(
-            id=str(uuid.uuid4()),
+            id=new_task_id(),
             name=rec.name,
             args=rec.args,
             kwargs=rec.kwargs,
@@ -831,11 +872,11 @@ class TaskManager:
         self._committed_signal = anyio.Event()
         self._changed = None
         self._stop = anyio.Event()
-        self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._dispatcher_done = anyio.Event()
-        send, receive = anyio.create_memory_object_stream[TaskRecord](math.inf)
-        self._send = send.send_nowait
+        store = self._store
+        self._inline_store = store if isinstance(store, MemoryStore) and store.inline else None
+        self._workers_open = True
         async with anyio.create_task_group() as services:
             self._outer_tg = services
             services.start_soon(self._writer, name="anytask writer")
@@ -850,12 +891,9 @@ class TaskManager:
                 self._state = RunState.RUNNING
             async with anyio.create_task_group() as pool:
                 for i in range(self.max_concurrency):
-                    pool.start_soon(self._worker, receive.clone(), name=f"anytask worker {i}")
-                receive.close()
+                    pool.start_soon(self._worker, _Slot(), name=f"anytask worker {i}")
                 dispatch_scope = anyio.CancelScope()
-                pool.start_soon(
-                    self._dispatcher, dispatch_scope, send.send_nowait, name="anytask dispatcher"
-                )
+                pool.start_soon(self._dispatcher, dispatch_scope, name="anytask dispatcher")
                 task_status.started()
                 try:
                     await self._stop.wait()
@@ -865,7 +903,7 @@ class TaskManager:
                     dispatch_scope.cancel()
                     with anyio.CancelScope(shield=True):
                         await self._drain()
-                    send.close()
+                    self._close_workers()
             # every attempt has handed its outcome to the writer; commit them all
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 while self._outcomes or self._writing or self._committed < self._submitted:
@@ -878,27 +916,24 @@ class TaskManager:
     async def _drain(self) -> None:
         """Give running attempts ``shutdown_grace`` to finish, then cancel the rest.
 
-        Claimed records count from the claim on (the limiter's borrowed tokens), not from
-        the moment a worker picks them up: a record claimed just before the stop is still
-        in the workers' stream, and must neither be forgotten here nor start afterwards
-        without a deadline."""
-        limiter, done = self._limiter, self._dispatcher_done
-        assert limiter is not None
+        Claimed records count from the claim on (``_occupied``), not from the moment a
+        worker picks them up: a record claimed just before the stop may still wait in the
+        backlog, and must neither be forgotten here nor start afterwards without a
+        deadline."""
+        done = self._dispatcher_done
         assert done is not None
         with anyio.move_on_after(max(self.shutdown_grace, 10.0)):
             await done.wait()  # a claim in flight has handed its records to the workers
             while self._claiming:  # the writer's claim, too
                 await self._capacity_freed()
         with anyio.move_on_after(self.shutdown_grace):
-            while limiter.borrowed_tokens:
+            while self._occupied:
                 await self._capacity_freed()
         self._cutting = True
-        for attempt in list(self._active.values()):
-            if attempt.reason is None:
-                attempt.reason = "shutdown"
-                attempt.scope.cancel()
+        for slot in list(self._active.values()):
+            slot.cancel("shutdown")
         with anyio.move_on_after(1.0):
-            while limiter.borrowed_tokens:
+            while self._occupied:
                 await self._capacity_freed()
 
     async def _capacity_freed(self) -> None:
@@ -987,39 +1022,38 @@ class TaskManager:
             else:
                 self._fire_changed()
 
+    def _free_slots(self) -> int:
+        return self.max_concurrency - self._occupied
+
     def _claim_limit(self) -> int:
         """How many records the writer may claim with its next commit: the free slots,
         unless a claim is already in flight or the manager is not (or no longer) running."""
-        limiter = self._limiter
-        if (
-            self._claiming
-            or self._state is not RunState.RUNNING
-            or self._send is None
-            or limiter is None
-        ):
+        if self._claiming or self._state is not RunState.RUNNING or not self._workers_open:
             return 0
-        return max(int(limiter.available_tokens), 0)
+        return max(self._free_slots(), 0)
 
     def _hand_claimed(self, claimed: builtins.list[TaskRecord]) -> None:
-        """Give claimed records to the workers, each holding one slot of the limiter."""
-        limiter, send = self._limiter, self._send
-        assert limiter is not None
-        assert send is not None
+        """Give claimed records to the workers; each holds one slot until its attempt
+        ends."""
+        if not claimed:
+            return
         hub = self.events.active
+        self._occupied += len(claimed)
+        self._backlog.extend(claimed)
         for rec in claimed:
-            limiter.acquire_on_behalf_of_nowait(rec)
             self._claimed.add(rec.id)
-            try:
-                send(rec)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                # the workers are gone (the manager is being torn down): the lease runs
-                # out and recovery handles the record, as after a crash
-                limiter.release_on_behalf_of(rec)
-                self._claimed.discard(rec.id)
-                log.warning("anytask: task %s was claimed as the workers stopped", rec.id)
-                continue
             if hub:
                 self._publish("running", rec, TaskStatus.RUNNING, at=rec.started_at)
+        self._wake_idle(len(claimed))
+
+    def _wake_idle(self, n: int) -> None:
+        """Wake up to ``n`` idle workers."""
+        idle = self._idle
+        while n > 0 and idle:
+            event = idle.pop().event
+            assert event is not None
+            event.set()
+            n -= 1
 
     def _claimed_done(self, was_claiming: bool) -> None:
         """After a write cycle: end this cycle's claim and let the dispatcher look again
@@ -1081,31 +1115,20 @@ class TaskManager:
             self._writer_wake.set()
 
     # ------------------------------------------------------------------ dispatcher
-    async def _dispatcher(
-        self, scope: anyio.CancelScope, send: Callable[[TaskRecord], None]
-    ) -> None:
-        limiter = self._limiter
+    async def _dispatcher(self, scope: anyio.CancelScope) -> None:
         wake = self._dispatch_wake
-        assert limiter is not None
         assert wake is not None
         store = self._store
         with scope:
             try:
-                await self._dispatch_loop(scope, send, limiter, wake, store)
+                await self._dispatch_loop(scope, wake, store)
             finally:
                 assert self._dispatcher_done is not None
                 self._dispatcher_done.set()
 
-    async def _dispatch_loop(
-        self,
-        scope: anyio.CancelScope,
-        send: Callable[[TaskRecord], None],
-        limiter: anyio.CapacityLimiter,
-        wake: _Signal,
-        store: Store,
-    ) -> None:
+    async def _dispatch_loop(self, scope: anyio.CancelScope, wake: _Signal, store: Store) -> None:
         while not scope.cancel_called:
-            free = int(limiter.available_tokens)
+            free = self._free_slots()
             if free <= 0 or self._claiming or self._writer_will_claim():
                 # no slot, or a claim in flight, or the writer's next commit claims for
                 # the free slots anyway (it wakes us after each commit)
@@ -1151,92 +1174,166 @@ class TaskManager:
         )
 
     # ------------------------------------------------------------------ workers
-    async def _worker(self, receive: MemoryObjectReceiveStream[TaskRecord]) -> None:
-        async with receive:
-            async for rec in receive:
-                try:
-                    await self._execute(rec)
-                finally:
-                    assert self._limiter is not None
-                    self._limiter.release_on_behalf_of(rec)
-                    if not self._writer_will_claim():  # else the writer wakes it after
-                        assert self._dispatch_wake is not None
-                        self._dispatch_wake.set()
+    def _take(self) -> TaskRecord | None:
+        """The next record for a free worker: one claimed for it (the backlog) or, with an
+        in-process store, one it claims itself at once. None when there is none."""
+        if self._backlog:
+            return self._backlog.popleft()
+        store = self._inline_store
+        if (
+            store is not None
+            and self._state is RunState.RUNNING
+            and self._occupied < self.max_concurrency
+        ):
+            started = from_ts(self.clock.time())
+            rec = store.claim_one_now(self.instance_id, started, started + self._lease_delta)
+            if rec is not None:
+                self._occupied += 1
+                if self.events.active:
+                    self._publish("running", rec, TaskStatus.RUNNING, at=started)
+            return rec
+        return None
 
-    async def _execute(self, rec: TaskRecord) -> None:
-        self._claimed.discard(rec.id)
+    def _close_workers(self) -> None:
+        """Workers exit once nothing is left for them."""
+        self._workers_open = False
+        self._wake_idle(len(self._idle))
+
+    async def _worker(self, slot: _Slot) -> None:
+        while True:
+            rec = self._take()
+            if rec is None:
+                if not self._workers_open:
+                    return
+                slot.event = event = anyio.Event()
+                self._idle.append(slot)  # whoever sets the event takes us off the list
+                await event.wait()
+                continue
+            await self._run_series(slot, rec)
+
+    async def _run_series(self, slot: _Slot, rec: TaskRecord | None) -> None:
+        """Run ``rec``, then more records back to back while there are any, in one cancel
+        scope. A cancelled attempt ends the series: the next one gets a fresh scope."""
+        scope = slot.scope = anyio.CancelScope()
+        next_yield = time.perf_counter() + _YIELD_EVERY
+        try:
+            with scope:
+                while rec is not None:
+                    slot.reason = None
+                    await self._attempt(slot, rec)
+                    if scope.cancel_called:
+                        break
+                    if time.perf_counter() >= next_yield:
+                        # the attempts may never have waited for anything: let the rest
+                        # of the program run (taken before the next claim, so that no
+                        # record is claimed and left waiting meanwhile)
+                        await anyio.lowlevel.checkpoint()
+                        next_yield = time.perf_counter() + _YIELD_EVERY
+                    rec = self._take()
+        except anyio.get_cancelled_exc_class():
+            # cancelled from outside: the manager is being torn down
+            await self._abandon(slot)
+            raise
+        if slot.record is not None:  # the scope caught our cancel in the middle of an attempt
+            rec, active = slot.record, slot.active
+            slot.record = slot.active = None
+            assert active is not None
+            self._finish(rec, self._outcome(rec, slot.reason or "shutdown", None, None, active))
+
+    async def _abandon(self, slot: _Slot) -> None:
+        """Record the attempt of a worker torn down with the manager (the writer may be
+        gone already, so the write goes to the store directly)."""
+        rec, active = slot.record, slot.active
+        if rec is None or active is None:
+            return
+        slot.record = slot.active = None
+        self._occupied -= 1
+        out = self._outcome(rec, slot.reason or "shutdown", None, None, active)
+        if out is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._store.complete([out])
+
+    async def _attempt(self, slot: _Slot, rec: TaskRecord) -> None:
+        """One attempt of ``rec`` in the worker's scope. Returns once its outcome is handed
+        on; a cancellation of the scope (or from outside) propagates with
+        ``slot.record`` still set, for the caller to record."""
+        if self._claimed:
+            self._claimed.discard(rec.id)
         defn = self.registry.get(rec.name)
         if defn is None:
             now = self.clock.now()
-            self._hand_outcome(
-                Outcome(
-                    rec.id,
-                    rec.token,
-                    TaskStatus.FAILED,
-                    ended_at=now,
-                    error=f"task {rec.name!r} is not registered in this process",
-                    error_type="TaskNotRegistered",
-                    logs=rec.logs,
-                ),
-                rec,
+            out = Outcome(
+                rec.id,
+                rec.token,
+                TaskStatus.FAILED,
+                ended_at=now,
+                error=f"task {rec.name!r} is not registered in this process",
+                error_type="TaskNotRegistered",
+                logs=rec.logs,
             )
+            self._finish(rec, out)
             return
-        attempt = _Attempt(rec, anyio.CancelScope())
+        slot.record = rec
+        active = slot.active = _Active(rec)
+        self._active[rec.id] = slot
         if self._cutting:  # claimed before the stop, picked up after the grace ran out
-            attempt.reason = "shutdown"
-            attempt.scope.cancel()
+            slot.cancel("shutdown")
         elif self._cancel_soon and rec.id in self._cancel_soon:
             self._cancel_soon.discard(rec.id)
-            attempt.reason = "cancel"
-            attempt.scope.cancel()
-        self._active[rec.id] = attempt
-        active = _Active(
-            TaskContext(
-                rec.id,
-                rec.name,
-                rec.attempts,
-                rec.max_attempts,
-                tuple(rec.tags),
-                rec.schedule_id,
-                rec.fire_at,
-            ),
-            limit=max(LOG_LIMIT - len(rec.logs), 0),  # per task, not per attempt
-        )
+            slot.cancel("cancel")
         ctx_token = _current.set(active)
         result: Any = None
         failure: BaseException | None = None
         try:
-            try:
-                with attempt.scope:
-                    if rec.timeout is not None:
-                        with anyio.fail_after(rec.timeout):
-                            result = await self._call(defn, rec)
-                    else:
-                        result = await self._call(defn, rec)
-            except anyio.get_cancelled_exc_class() as exc:
-                if anyio.current_effective_deadline() != -math.inf:
-                    # nobody cancelled us: the task raised it itself (on asyncio, awaiting a
-                    # future that something else cancelled). A task error like any other.
-                    failure = exc
-                else:
-                    # cancelled from outside the attempt: the manager is being torn down
-                    out = self._outcome(rec, attempt.reason or "shutdown", None, None, active)
-                    if out is not None:
-                        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                            await self._store.complete([out])
-                    raise
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # a task's error never kills the runtime
-                failure = exc
+            if rec.timeout is not None:
+                with anyio.fail_after(rec.timeout):
+                    result = await self._call(defn, rec)
+            elif defn.is_async:
+                result = await defn.fn(*rec.args, **rec.kwargs)
+            else:
+                result = await self._call(defn, rec)
+        except anyio.get_cancelled_exc_class() as exc:
+            if slot.scope.cancel_called or anyio.current_effective_deadline() == -math.inf:
+                raise  # our cancel (the series records it) or the manager's teardown
+            # nobody cancelled us: the task raised it itself (on asyncio, awaiting a
+            # future that something else cancelled). A task error like any other.
+            failure = exc
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a task's error never kills the runtime
+            failure = exc
         finally:
             _current.reset(ctx_token)
-            self._active.pop(rec.id, None)
-            self._fire_changed()
-        reason = attempt.reason if attempt.scope.cancelled_caught else None
-        out = self._outcome(rec, reason, result, failure, active)
-        if out is not None:
-            self._hand_outcome(out, rec)
+            del self._active[rec.id]
+        slot.record = slot.active = None
+        self._finish(rec, self._outcome(rec, None, result, failure, active))
+
+    def _finish(self, rec: TaskRecord, out: Outcome | None) -> None:
+        """An attempt ended: free its slot and pass its outcome on (to the store at once
+        when it lives in this process, else to the writer's next commit)."""
+        self._occupied -= 1
+        store = self._inline_store
+        if store is not None:
+            if out is not None:
+                store.complete_now((out,))
+                if out.status.terminal:
+                    waiters = self._waiters
+                    if waiters:
+                        event = waiters.pop(rec.id, None)
+                        if event is not None:
+                            event.set()
+                elif self._dispatch_wake is not None:  # a retry waits for its run_after
+                    self._dispatch_wake.set()
+                if self.events.active:
+                    kind = "finished" if out.status.terminal else "retrying"
+                    self._publish(kind, rec, out.status, out.error, out.ended_at)
+        else:
+            if out is not None:
+                self._hand_outcome(out, rec)
+            if not self._writer_will_claim():  # else the writer wakes it after
+                assert self._dispatch_wake is not None
+                self._dispatch_wake.set()
+        self._fire_changed()
 
     async def _call(self, defn: TaskDefinition, rec: TaskRecord) -> Any:
         if defn.is_async:
@@ -1261,9 +1358,11 @@ class TaskManager:
     ) -> Outcome | None:
         now = self.clock.time()
         ended = from_ts(now)
-        logs = rec.logs + active.logs
+        # the full log list when this attempt adds lines, else None (the stored one stays)
+        logs = rec.logs + active.logs if active.has_logs else None
         if active.dropped:
             dropped = f"{active.dropped} log lines dropped"
+            logs = logs if logs is not None else list(rec.logs)
             logs.append({"ts": now, "level": "warning", "msg": dropped})
         if reason == "lease":
             return None  # another instance owns it now; our write would be refused anyway
@@ -1303,6 +1402,7 @@ class TaskManager:
                 try:
                     check_json(result, f"the result of {rec.name}")
                 except PayloadError as exc:
+                    logs = logs if logs is not None else list(rec.logs)
                     logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})
                     result = None
             return Outcome(
@@ -1318,6 +1418,7 @@ class TaskManager:
             defn = self.registry.get(rec.name)
             opts = defn.options if defn is not None else TaskOptions()
             wait = opts.retry_wait(rec.attempts, random.random())
+            logs = logs if logs is not None else list(rec.logs)
             logs.append(
                 {
                     "ts": now,
@@ -1356,20 +1457,19 @@ class TaskManager:
             try:
                 now = self.clock.time()
                 hb = await self._store.heartbeat(self.instance_id, from_ts(now + self.lease))
-                for task_id, attempt in list(self._active.items()):
-                    if attempt.reason is not None:
+                for task_id, slot in list(self._active.items()):
+                    rec = slot.record
+                    if slot.reason is not None or rec is None:
                         continue
                     if task_id in hb.cancel_requested:
-                        attempt.reason = "cancel"
-                        attempt.scope.cancel()
+                        slot.cancel("cancel")
                     elif (
                         task_id not in hb.held
-                        and attempt.record.started_at is not None
-                        and (to_ts(attempt.record.started_at) < now - interval)
+                        and rec.started_at is not None
+                        and (to_ts(rec.started_at) < now - interval)
                     ):
                         log.warning("anytask: lost the lease of task %s; abandoning it", task_id)
-                        attempt.reason = "lease"
-                        attempt.scope.cancel()
+                        slot.cancel("lease")
                 recovered = await self._store.recover(from_ts(self.clock.time()))
                 if recovered.requeued and self._dispatch_wake is not None:
                     self._dispatch_wake.set()

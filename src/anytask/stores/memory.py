@@ -48,6 +48,20 @@ def _clone(value: Any) -> Any:
 class MemoryStore(Store):
     shared = False
 
+    @property
+    def inline(self) -> bool:
+        """The runtime may call :meth:`insert_now`, :meth:`claim_one_now` and
+        :meth:`complete_now` from its event loop thread instead of the async methods.
+        False for a subclass that overrides what those bypass (a test double that slows
+        down or counts claims, say), so that its overrides always run."""
+        cls = type(self)
+        return (
+            cls.insert is MemoryStore.insert
+            and cls.claim is MemoryStore.claim
+            and cls.complete is MemoryStore.complete
+            and cls.write_batch is MemoryStore.write_batch
+        )
+
     def __init__(self) -> None:
         self._rows: dict[str, TaskRecord] = {}
         self._order: builtins.list[TaskRecord] = []  # by seq; seq == index + 1
@@ -137,6 +151,14 @@ class MemoryStore(Store):
 
     # -- writes --------------------------------------------------------------------------
     async def insert(self, records: Sequence[TaskRecord]) -> builtins.list[bool]:
+        return self.insert_now(records)
+
+    def insert_now(
+        self, records: Sequence[TaskRecord], *, owned: bool = False
+    ) -> builtins.list[bool]:
+        """:meth:`insert`, synchronously. ``owned``: the caller hands the records over
+        (it built them and keeps no reference it will change), so they are stored as they
+        are instead of copied; nested values in the payload are still copied."""
         result: builtins.list[bool] = []
         rows, keys, fires, order = self._rows, self._keys, self._fires, self._order
         for src in records:
@@ -148,11 +170,18 @@ class MemoryStore(Store):
             ):
                 result.append(False)
                 continue
-            rec = src.copy()
-            rec.args = _clone(src.args)
-            rec.kwargs = _clone(src.kwargs)
-            rec.tags = list(src.tags)
-            rec.logs = list(src.logs)
+            if owned:
+                rec = src
+                if rec.args:
+                    rec.args = _clone(rec.args)
+                if rec.kwargs:
+                    rec.kwargs = _clone(rec.kwargs)
+            else:
+                rec = src.copy()
+                rec.args = _clone(src.args)
+                rec.kwargs = _clone(src.kwargs)
+                rec.tags = list(src.tags)
+                rec.logs = list(src.logs)
             self._seq += 1
             rec.seq = self._seq
             rows[rec.id] = rec
@@ -163,36 +192,70 @@ class MemoryStore(Store):
             if fire is not None:
                 fires.add(fire)
             if rec.status is _PENDING:
-                self._enqueue(rec)
+                if rec.run_after <= rec.created_at:  # due at once: straight to the ready heap
+                    heapq.heappush(self._ready, (-rec.priority, rec.seq, rec.id))
+                else:
+                    self._enqueue(rec)
             elif rec.status is _RUNNING:
                 self._running[rec.id] = rec
             result.append(True)
         return result
 
+    def claim_one_now(self, owner: str, now: datetime, lease_until: datetime) -> TaskRecord | None:
+        """Claim the next due record, synchronously, and return the stored record itself
+        (not a copy): the caller must only read it. For a runtime in the same thread."""
+        if self._delayed:
+            self._promote(now)
+        ready, rows = self._ready, self._rows
+        while ready:
+            _, _, task_id = heapq.heappop(ready)
+            rec = rows.get(task_id)
+            if rec is None or rec.status is not _PENDING:
+                continue
+            if rec.run_after > now:  # asked with an earlier "now": not due for it yet
+                self._enqueue(rec)
+                continue
+            self._start(rec, owner, now, lease_until)
+            return rec
+        return None
+
+    def _start(self, rec: TaskRecord, owner: str, now: datetime, lease_until: datetime) -> None:
+        counts = self._counts
+        counts[_PENDING] -= 1
+        counts[_RUNNING] += 1
+        rec.status = _RUNNING
+        rec.owner = owner
+        rec.lease_expires_at = lease_until
+        rec.started_at = now
+        rec.ended_at = None
+        rec.attempts += 1
+        rec.token += 1
+        rec.cancel_requested = False
+        self._running[rec.id] = rec
+
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
     ) -> builtins.list[TaskRecord]:
         self._promote(now)
-        ready, rows, running = self._ready, self._rows, self._running
+        ready, rows = self._ready, self._rows
         claimed: builtins.list[TaskRecord] = []
         while ready and len(claimed) < limit:
             _, _, task_id = heapq.heappop(ready)
             rec = rows.get(task_id)
-            if rec is None or rec.status is not _PENDING or rec.run_after > now:
+            if rec is None or rec.status is not _PENDING:
                 continue
-            self._move(rec, _RUNNING)
-            rec.owner = owner
-            rec.lease_expires_at = lease_until
-            rec.started_at = now
-            rec.ended_at = None
-            rec.attempts += 1
-            rec.token += 1
-            rec.cancel_requested = False
-            running[task_id] = rec
+            if rec.run_after > now:  # asked with an earlier "now": not due for it yet
+                self._enqueue(rec)
+                continue
+            self._start(rec, owner, now, lease_until)
             claimed.append(rec.copy())
         return claimed
 
     async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
+        return self.complete_now(outcomes)
+
+    def complete_now(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
+        """:meth:`complete`, synchronously."""
         result: builtins.list[bool] = []
         rows, running = self._rows, self._running
         for out in outcomes:
