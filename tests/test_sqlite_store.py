@@ -30,7 +30,8 @@ from anytask import (
     TaskRecord,
     TaskStatus,
 )
-from anytask._models import ScheduleState
+from anytask._models import Outcome, ScheduleState, TaskQuery
+from anytask.stores.sqlite import SCHEMA_VERSION
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE_UNTIL = T0 + timedelta(seconds=30)
@@ -310,6 +311,68 @@ def test_newer_schema_version_is_refused_and_left_untouched(db_path: str) -> Non
     with pytest.raises(SchemaVersionError, match="999"):
         anyio.run(open_it)
     assert Path(db_path).read_bytes() == data
+
+
+def _indexes(db_path: str) -> set[str]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'anytask_%'"
+            )
+        }
+    finally:
+        conn.close()
+
+
+def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_tasks(db_path: str) -> None:
+    async def create() -> None:
+        store = SQLiteStore(db_path)
+        await store.open()
+        await store.insert([make(id=f"t{i}", priority=i % 2) for i in range(4)])
+        [done] = await store.claim("w", 1, T0, LEASE_UNTIL)
+        await store.complete([Outcome(done.id, done.token, TaskStatus.FAILED, ended_at=T0)])
+        await store.close()
+
+    anyio.run(create)
+    # turn it into what version 1 wrote: its two indexes on every state change
+    conn = sqlite3.connect(db_path)
+    conn.executescript(
+        """
+        DROP INDEX anytask_tasks_finished;
+        CREATE INDEX anytask_tasks_status ON anytask_tasks (status, seq);
+        CREATE INDEX anytask_tasks_lease ON anytask_tasks (lease_expires_at)
+            WHERE status = 'running';
+        UPDATE anytask_meta SET value = '1' WHERE key = 'schema_version';
+        """
+    )
+    conn.close()
+
+    async def reopen() -> None:
+        store = SQLiteStore(db_path)
+        await store.open()
+        try:
+            counts = await store.counts()
+            assert counts[TaskStatus.PENDING] == 3
+            assert counts[TaskStatus.FAILED] == 1
+            dead = await store.list(TaskQuery(statuses=frozenset({TaskStatus.FAILED})))
+            assert [r.id for r in dead.items] == ["t1"]
+            claimed = await store.claim("w", 10, T0, LEASE_UNTIL)
+            assert [r.id for r in claimed] == ["t3", "t0", "t2"]  # priority, then FIFO
+        finally:
+            await store.close()
+
+    anyio.run(reopen)
+    conn = sqlite3.connect(db_path)
+    (version,) = conn.execute(
+        "SELECT value FROM anytask_meta WHERE key = 'schema_version'"
+    ).fetchone()
+    conn.close()
+    assert int(version) == SCHEMA_VERSION == 2
+    indexes = _indexes(db_path)
+    assert "anytask_tasks_finished" in indexes
+    assert not {"anytask_tasks_status", "anytask_tasks_lease"} & indexes
 
 
 def test_missing_directory_is_an_error_and_not_created(tmp_path: Path) -> None:

@@ -1266,6 +1266,7 @@ class TaskManager:
                 rec.id,
                 rec.token,
                 TaskStatus.FAILED,
+                seq=rec.seq,
                 ended_at=now,
                 error=f"task {rec.name!r} is not registered in this process",
                 error_type="TaskNotRegistered",
@@ -1371,6 +1372,7 @@ class TaskManager:
                 rec.id,
                 rec.token,
                 TaskStatus.CANCELLED,
+                seq=rec.seq,
                 ended_at=ended,
                 logs=logs,
                 error="cancelled",
@@ -1382,6 +1384,7 @@ class TaskManager:
                     rec.id,
                     rec.token,
                     TaskStatus.PENDING,
+                    seq=rec.seq,
                     ended_at=ended,
                     logs=logs,
                     run_after=ended,
@@ -1392,6 +1395,7 @@ class TaskManager:
                 rec.id,
                 rec.token,
                 TaskStatus.INTERRUPTED,
+                seq=rec.seq,
                 ended_at=ended,
                 logs=logs,
                 error="interrupted by shutdown before it finished",
@@ -1406,7 +1410,13 @@ class TaskManager:
                     logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})
                     result = None
             return Outcome(
-                rec.id, rec.token, TaskStatus.SUCCESS, ended_at=ended, result=result, logs=logs
+                rec.id,
+                rec.token,
+                TaskStatus.SUCCESS,
+                ended_at=ended,
+                result=result,
+                logs=logs,
+                seq=rec.seq,
             )
         error_type = clean_text(type(failure).__qualname__)
         if isinstance(failure, TimeoutError) and rec.timeout is not None:
@@ -1431,6 +1441,7 @@ class TaskManager:
                 rec.id,
                 rec.token,
                 TaskStatus.PENDING,
+                seq=rec.seq,
                 ended_at=ended,
                 logs=logs,
                 run_after=from_ts(now + wait),
@@ -1442,6 +1453,7 @@ class TaskManager:
             rec.id,
             rec.token,
             TaskStatus.FAILED,
+            seq=rec.seq,
             ended_at=ended,
             logs=logs,
             error=message,

@@ -120,6 +120,7 @@ class Outcome:
     traceback: str | None = None
     logs: list[dict[str, Any]] | None = None  # the full log list, replacing the stored one
     run_after: datetime | None = None  # set when status is PENDING (retry or requeue)
+    seq: int | None = None  # the record's seq when known: lets a store find it faster
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 T = TypeVar("T")
 
 #: Version of the schema this module writes. A file with a higher version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIN_SQLITE = (3, 37, 0)  # STRICT tables (3.37), RETURNING (3.35), json_each built in
 _HEADER = b"SQLite format 3\x00"
 _MAX_IDLE_READERS = 4
@@ -105,6 +105,9 @@ _INSERT = (
     f"INSERT INTO anytask_tasks ({', '.join(_COLUMNS[1:])}) "
     f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))}) ON CONFLICT DO NOTHING"
 )
+#: The condition of the partial index of ended tasks (pending and running rows, the ones
+#: that change all the time, stay out of it; their own partial indexes cover them).
+_FINISHED = "status NOT IN ('pending', 'running')"
 _STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 
@@ -156,9 +159,8 @@ CREATE INDEX anytask_tasks_run_after ON anytask_tasks (run_after)
     WHERE status = 'pending';
 CREATE INDEX anytask_tasks_owner ON anytask_tasks (owner)
     WHERE status = 'running';
-CREATE INDEX anytask_tasks_lease ON anytask_tasks (lease_expires_at)
-    WHERE status = 'running';
-CREATE INDEX anytask_tasks_status ON anytask_tasks (status, seq);
+CREATE INDEX anytask_tasks_finished ON anytask_tasks (status, seq)
+    WHERE {_FINISHED};
 CREATE INDEX anytask_tasks_name ON anytask_tasks (name, seq);
 CREATE INDEX anytask_tasks_replay ON anytask_tasks (replay_of)
     WHERE replay_of IS NOT NULL;
@@ -171,6 +173,18 @@ CREATE TABLE anytask_schedules (
     paused INTEGER NOT NULL
 ) STRICT;
 """
+
+#: Schema upgrades, by the version they start from (run in the opening transaction).
+#: 1 -> 2: the indexes that every state change touched are gone: (status, seq) now covers
+#: ended tasks only, and recovery scans the running rows through the owner index.
+_MIGRATIONS = {
+    1: f"""
+DROP INDEX IF EXISTS anytask_tasks_status;
+DROP INDEX IF EXISTS anytask_tasks_lease;
+CREATE INDEX IF NOT EXISTS anytask_tasks_finished ON anytask_tasks (status, seq)
+    WHERE {_FINISHED};
+""",
+}
 
 _CLAIM = f"""
 UPDATE anytask_tasks
@@ -190,7 +204,7 @@ UPDATE anytask_tasks
 SET status = ?, owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
     logs = coalesce(?, logs), error = ?, error_type = ?, traceback = ?,
     ended_at = ?, result = ?
-WHERE id = ? AND token = ? AND status = 'running'
+WHERE {key} AND token = ? AND status = 'running'
 """
 
 _COMPLETE_RETRY = """
@@ -198,11 +212,18 @@ UPDATE anytask_tasks
 SET status = 'pending', owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
     logs = coalesce(?, logs), error = ?, error_type = ?, traceback = ?,
     ended_at = ?, run_after = coalesce(?, run_after)
-WHERE id = ? AND token = ? AND status = 'running'
+WHERE {key} AND token = ? AND status = 'running'
 """
+# an outcome that knows its record's seq finds the row by its rowid (no lookup in the id
+# index); the id must match too
+_BY_SEQ, _BY_ID = "seq = ? AND id = ?", "id = ?"
+_COMPLETE_FINAL_SEQ = _COMPLETE_FINAL.format(key=_BY_SEQ)
+_COMPLETE_FINAL_ID = _COMPLETE_FINAL.format(key=_BY_ID)
+_COMPLETE_RETRY_SEQ = _COMPLETE_RETRY.format(key=_BY_SEQ)
+_COMPLETE_RETRY_ID = _COMPLETE_RETRY.format(key=_BY_ID)
 
 _RECOVER = """
-UPDATE anytask_tasks INDEXED BY anytask_tasks_lease
+UPDATE anytask_tasks INDEXED BY anytask_tasks_owner
 SET owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
     status = CASE WHEN requeue_on_interrupt THEN 'pending' ELSE 'interrupted' END,
     run_after = CASE WHEN requeue_on_interrupt THEN ?1 ELSE run_after END,
@@ -367,9 +388,12 @@ def _where(query: TaskQuery, *, paged: bool) -> tuple[str, list[Any]]:
         clauses.append("seq < ?")
         params.append(query.cursor)
     if query.statuses is not None:
+        # literals (enum values), not parameters: the planner can then match the partial
+        # index of ended tasks, whose condition is repeated word for word
         statuses = sorted(s.value for s in query.statuses)
-        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-        params.extend(statuses)
+        clauses.append(f"status IN ({', '.join(repr(v) for v in statuses)})")
+        if statuses and not {"pending", "running"} & set(statuses):
+            clauses.append(_FINISHED)
     if query.name is not None:
         clauses.append("name = ?")
         params.append(query.name)
@@ -416,32 +440,31 @@ def _outcome_params(outcomes: Sequence[Outcome]) -> list[tuple[str, tuple[Any, .
     rows: list[tuple[str, tuple[Any, ...]]] = []
     for out in outcomes:
         logs = None if out.logs is None else _dump_list(out.logs)
+        key: tuple[Any, ...] = (
+            (out.id, out.token) if out.seq is None else (out.seq, out.id, out.token)
+        )
         if out.status is TaskStatus.PENDING:
-            params: tuple[Any, ...] = (
+            sql = _COMPLETE_RETRY_ID if out.seq is None else _COMPLETE_RETRY_SEQ
+            head: tuple[Any, ...] = (
                 logs,
                 out.error,
                 out.error_type,
                 out.traceback,
                 _ts(out.ended_at),
                 _ts(out.run_after),
-                out.id,
-                out.token,
             )
-            rows.append((_COMPLETE_RETRY, params))
         else:
-            result = None if out.result is None else dumps(out.result)
-            params = (
+            sql = _COMPLETE_FINAL_ID if out.seq is None else _COMPLETE_FINAL_SEQ
+            head = (
                 TaskStatus(out.status).value,
                 logs,
                 out.error,
                 out.error_type,
                 out.traceback,
                 _ts(out.ended_at),
-                result,
-                out.id,
-                out.token,
+                None if out.result is None else dumps(out.result),
             )
-            rows.append((_COMPLETE_FINAL, params))
+        rows.append((sql, head + key))
     return rows
 
 
@@ -744,6 +767,14 @@ class SQLiteStore(Store):
                 f"{self.path} is an incomplete anytask database "
                 f"(missing: {', '.join(sorted(missing)) or 'nothing'}, version {version})"
             )
+        if create and version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "UPDATE anytask_meta SET value = ? WHERE key = 'schema_version'",
+                (str(SCHEMA_VERSION),),
+            )
 
     async def close(self) -> None:
         with self._pool_lock:
@@ -821,8 +852,13 @@ class SQLiteStore(Store):
 
     async def counts(self) -> dict[TaskStatus, int]:
         def run(conn: sqlite3.Connection) -> builtins.list[tuple[str, int]]:
+            # each part reads one partial index: pending, running, and the ended rest
             return conn.execute(
-                "SELECT status, count(*) FROM anytask_tasks GROUP BY status"
+                "SELECT 'pending', count(*) FROM anytask_tasks WHERE status = 'pending' "
+                "UNION ALL SELECT 'running', count(*) FROM anytask_tasks "
+                "WHERE status = 'running' "
+                f"UNION ALL SELECT status, count(*) FROM anytask_tasks WHERE {_FINISHED} "
+                "GROUP BY status"
             ).fetchall()
 
         result = dict.fromkeys(TaskStatus, 0)
@@ -834,8 +870,8 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> bool:
             return bool(
                 conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM anytask_tasks INDEXED BY anytask_tasks_status "
-                    "WHERE status IN ('pending', 'running'))"
+                    "SELECT EXISTS (SELECT 1 FROM anytask_tasks WHERE status = 'pending') "
+                    "OR EXISTS (SELECT 1 FROM anytask_tasks WHERE status = 'running')"
                 ).fetchone()[0]
             )
 
