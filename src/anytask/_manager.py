@@ -438,6 +438,36 @@ class TaskManager:
     def _build(
         self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> TaskRecord:
+        if not kwargs or RESERVED_KWARGS.isdisjoint(kwargs):
+            # the common case, kept short: no per-call options
+            defn = self.registry.resolve(fn)
+            for i, value in enumerate(args):
+                check_json(value, f"argument {i} of {defn.name}")
+            for k, value in kwargs.items():
+                check_json(value, f"argument {k!r} of {defn.name}")
+            opts = defn.options
+            created = from_ts(self.clock.time())
+            # positional, in field order: id, name, args, kwargs, created_at, run_after,
+            # status, priority, tags, idempotency_key, started_at, ended_at, attempts,
+            # max_attempts, timeout, requeue_on_interrupt
+            return TaskRecord(
+                new_task_id(),
+                defn.name,
+                list(args),
+                kwargs,
+                created,
+                created,
+                TaskStatus.PENDING,
+                opts.priority,
+                list(opts.tags),
+                None,
+                None,
+                None,
+                0,
+                opts.max_attempts,
+                opts.timeout,
+                opts.requeue_on_interrupt,
+            )
         priority = kwargs.pop("priority", None)
         delay = kwargs.pop("delay", None)
         run_at = kwargs.pop("run_at", None)

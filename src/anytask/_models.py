@@ -47,7 +47,7 @@ TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 DEAD = frozenset(s for s in TaskStatus if s.dead)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskRecord:
     """The durable record of one task. Stores hand out snapshots: mutating one changes
     nothing in the store."""
@@ -94,9 +94,38 @@ class TaskRecord:
         return max(self.attempts - 1, 0)
 
     def copy(self) -> TaskRecord:
-        new = object.__new__(TaskRecord)
-        new.__dict__.update(self.__dict__)
-        return new
+        """A shallow copy (every field, positionally: the fastest way to make one)."""
+        return TaskRecord(
+            self.id,
+            self.name,
+            self.args,
+            self.kwargs,
+            self.created_at,
+            self.run_after,
+            self.status,
+            self.priority,
+            self.tags,
+            self.idempotency_key,
+            self.started_at,
+            self.ended_at,
+            self.attempts,
+            self.max_attempts,
+            self.timeout,
+            self.requeue_on_interrupt,
+            self.error,
+            self.error_type,
+            self.traceback,
+            self.result,
+            self.logs,
+            self.schedule_id,
+            self.fire_at,
+            self.owner,
+            self.lease_expires_at,
+            self.token,
+            self.cancel_requested,
+            self.replay_of,
+            self.seq,
+        )
 
     def __repr__(self) -> str:
         return (
