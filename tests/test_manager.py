@@ -95,6 +95,35 @@ async def test_add_task_before_start_is_committed_when_the_manager_starts() -> N
     assert rec.result == 42
 
 
+async def test_every_way_a_task_reaches_a_worker_records_its_success() -> None:
+    """With the in-process store, tasks reach workers three ways: claimed by the writer
+    or the dispatcher (copies of the stored record) or by a free worker itself (the stored
+    record). Each plain success must be recorded, whichever way it came."""
+    tm = make(max_concurrency=4)
+    assert tm.store.inline  # type: ignore[attr-defined]
+    ran: list[int] = []
+
+    @tm.task
+    async def plain(i: int) -> None:
+        ran.append(i)
+
+    early = [tm.add_task(plain, i) for i in range(40)]  # buffered: the writer claims
+    async with tm:
+        late = [tm.add_task(plain, 100 + i) for i in range(40)]  # straight into the store
+        delayed = await tm.enqueue(plain, 999, delay=0.05)  # the dispatcher claims it
+        with anyio.fail_after(10):
+            await tm.join()
+        counts = await tm.counts()
+    assert counts[TaskStatus.SUCCESS] == 81, counts
+    assert sorted(ran) == [*range(40), *range(100, 140), 999]
+    for task_id in [*early, *late, delayed]:
+        rec = tm.store.get(task_id)
+        assert rec is not None
+        assert rec.status is TaskStatus.SUCCESS
+        assert rec.owner is None
+        assert rec.ended_at is not None
+
+
 async def test_sync_and_async_functions_and_plain_undecorated_function() -> None:
     tm = make()
 

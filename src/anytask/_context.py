@@ -35,10 +35,13 @@ class _Active:
     """The running attempt of one task, as its code sees it. Built once per attempt on
     the hot path, so the context object and the log list are made only when asked for."""
 
-    __slots__ = ("_context", "_logs", "dropped", "limit", "record")
+    __slots__ = ("_context", "_logs", "dropped", "limit", "record", "token")
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
+        # the fencing token of this attempt, kept apart: with an in-process store the
+        # record is the stored one, which a later claim elsewhere may change
+        self.token = record.token
         self._context: TaskContext | None = None
         self._logs: list[dict[str, Any]] | None = None
         self.dropped = 0

@@ -10,8 +10,13 @@ outlives:
   waits for delayed ones). One claim is in flight at a time, and it never takes more
   records than there are free slots in the ``max_concurrency`` limiter, so a task waiting
   for a slot stays ``pending``;
-* ``max_concurrency`` *workers* reading claimed tasks from one memory object stream, each
-  attempt in its own cancel scope (and ``fail_after`` when a timeout is set);
+* ``max_concurrency`` *workers*, one slot each. A worker takes claimed records from a
+  backlog (or, with an in-process store, claims the next one itself the moment it is
+  free) and runs attempts back to back inside one cancel scope, which cancelling an
+  attempt cancels and the worker then replaces: cancelling one attempt never touches
+  another, and no scope is entered per attempt (that costs more than a no-op task). A
+  worker yields to the event loop at least every ``_YIELD_EVERY`` seconds. A timeout is
+  a ``fail_after`` around the one attempt;
 * the *heartbeat*, which extends all of this instance's leases in one statement, picks up
   cancel requests from other instances and recovers tasks whose owner died;
 * the *scheduler* for interval and cron schedules, when any are defined.
@@ -172,7 +177,7 @@ class _Slot:
 
 #: A worker running attempts back to back yields to the event loop at least this often
 #: (seconds), even when the tasks themselves never wait for anything.
-_YIELD_EVERY = 0.0005
+_YIELD_EVERY = 0.002
 
 
 class TaskManager:
@@ -248,6 +253,7 @@ class TaskManager:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
         self._writer_wake: _Signal | None = None
+        self._spread: _Signal | None = None
         self._dispatch_wake: _Signal | None = None
         self._committed_signal: anyio.Event | None = None
         self._changed: anyio.Event | None = None
@@ -446,7 +452,7 @@ class TaskManager:
             for k, value in kwargs.items():
                 check_json(value, f"argument {k!r} of {defn.name}")
             opts = defn.options
-            created = from_ts(self.clock.time())
+            created = self.clock.now()
             # positional, in field order: id, name, args, kwargs, created_at, run_after,
             # status, priority, tags, idempotency_key, started_at, ended_at, attempts,
             # max_attempts, timeout, requeue_on_interrupt
@@ -577,6 +583,22 @@ class TaskManager:
         ``priority``, ``delay`` (seconds or timedelta), ``run_at`` (aware datetime),
         ``tags`` and ``idempotency_key`` configure the task instead of being passed on.
         """
+        store = self._inline_store
+        if (
+            store is not None
+            and (not kwargs or RESERVED_KWARGS.isdisjoint(kwargs))
+            and not self._inserts
+            and self._state is RunState.RUNNING
+            and threading.get_ident() == self._loop_thread
+        ):
+            # the hot path of _submit for one plain record (kwargs is our own dict)
+            rec = self._build(fn, args, kwargs)
+            if store.put_now(rec):
+                if self.events.active:
+                    self._publish("enqueued", rec, rec.status)
+                if self._idle:
+                    self._wake_idle(1)
+            return rec.id
         rec = self._build(fn, args, dict(kwargs))
         self._submit([rec])
         return rec.id
@@ -899,6 +921,7 @@ class TaskManager:
         self._loop_thread = threading.get_ident()
         self._writer_wake = _Signal()
         self._dispatch_wake = _Signal()
+        self._spread = _Signal()
         self._committed_signal = anyio.Event()
         self._changed = None
         self._stop = anyio.Event()
@@ -924,6 +947,7 @@ class TaskManager:
                     pool.start_soon(self._worker, _Slot(), name=f"anytask worker {i}")
                 dispatch_scope = anyio.CancelScope()
                 pool.start_soon(self._dispatcher, dispatch_scope, name="anytask dispatcher")
+                pool.start_soon(self._spreader, name="anytask spreader")
                 task_status.started()
                 try:
                     await self._stop.wait()
@@ -1074,7 +1098,25 @@ class TaskManager:
             self._claimed.add(rec.id)
             if hub:
                 self._publish("running", rec, TaskStatus.RUNNING, at=rec.started_at)
-        self._wake_idle(len(claimed))
+        # One worker first: it runs the records back to back until one of them waits for
+        # something. The spreader, which runs after it, wakes more workers for whatever
+        # is still in the backlog then. Waking one worker per record would mostly wake
+        # workers that find nothing left (short tasks).
+        self._wake_idle(1)
+        spread = self._spread
+        if spread is not None and len(claimed) > 1:
+            spread.set()
+
+    async def _spreader(self) -> None:
+        """Wake idle workers for records left in the backlog (see _hand_claimed)."""
+        spread = self._spread
+        assert spread is not None
+        while self._workers_open:
+            await spread.wait()
+            # let the worker woken first run (on trio, tasks woken together run in
+            # any order)
+            await anyio.lowlevel.checkpoint()
+            self._wake_idle(len(self._backlog))
 
     def _wake_idle(self, n: int) -> None:
         """Wake up to ``n`` idle workers."""
@@ -1215,7 +1257,7 @@ class TaskManager:
             and self._state is RunState.RUNNING
             and self._occupied < self.max_concurrency
         ):
-            started = from_ts(self.clock.time())
+            started = self.clock.now()
             rec = store.claim_one_now(self.instance_id, started, started + self._lease_delta)
             if rec is not None:
                 self._occupied += 1
@@ -1228,6 +1270,8 @@ class TaskManager:
         """Workers exit once nothing is left for them."""
         self._workers_open = False
         self._wake_idle(len(self._idle))
+        if self._spread is not None:
+            self._spread.set()  # it ends
 
     async def _worker(self, slot: _Slot) -> None:
         while True:
@@ -1235,6 +1279,10 @@ class TaskManager:
             if rec is None:
                 if not self._workers_open:
                     return
+                if self._inline_store is not None and self._dispatch_wake is not None:
+                    # workers claim for themselves while busy; once one is idle, the
+                    # dispatcher keeps the time of the next delayed task for it
+                    self._dispatch_wake.set()
                 slot.event = event = anyio.Event()
                 self._idle.append(slot)  # whoever sets the event takes us off the list
                 await event.wait()
@@ -1337,6 +1385,26 @@ class TaskManager:
             _current.reset(ctx_token)
             del self._active[rec.id]
         slot.record = slot.active = None
+        store = self._inline_store
+        if (
+            store is not None
+            and failure is None
+            and result is None
+            and not active.has_logs
+            and not active.dropped
+        ):
+            # the hot path of _outcome + _finish: a plain success, in the store at once
+            self._occupied -= 1
+            if store.succeed_now(rec, active.token, self.clock.now()):
+                waiters = self._waiters
+                if waiters:
+                    event = waiters.pop(rec.id, None)
+                    if event is not None:
+                        event.set()
+                if self.events.active:
+                    self._publish("finished", rec, TaskStatus.SUCCESS, None, rec.ended_at)
+            self._fire_changed()
+            return
         self._finish(rec, self._outcome(rec, None, result, failure, active))
 
     def _finish(self, rec: TaskRecord, out: Outcome | None) -> None:
@@ -1400,7 +1468,7 @@ class TaskManager:
         if reason == "cancel":
             return Outcome(
                 rec.id,
-                rec.token,
+                active.token,
                 TaskStatus.CANCELLED,
                 seq=rec.seq,
                 ended_at=ended,
@@ -1412,7 +1480,7 @@ class TaskManager:
             if rec.requeue_on_interrupt:
                 return Outcome(
                     rec.id,
-                    rec.token,
+                    active.token,
                     TaskStatus.PENDING,
                     seq=rec.seq,
                     ended_at=ended,
@@ -1423,7 +1491,7 @@ class TaskManager:
                 )
             return Outcome(
                 rec.id,
-                rec.token,
+                active.token,
                 TaskStatus.INTERRUPTED,
                 seq=rec.seq,
                 ended_at=ended,
@@ -1441,7 +1509,7 @@ class TaskManager:
                     result = None
             return Outcome(
                 rec.id,
-                rec.token,
+                active.token,
                 TaskStatus.SUCCESS,
                 ended_at=ended,
                 result=result,
@@ -1469,7 +1537,7 @@ class TaskManager:
             )
             return Outcome(
                 rec.id,
-                rec.token,
+                active.token,
                 TaskStatus.PENDING,
                 seq=rec.seq,
                 ended_at=ended,
@@ -1481,7 +1549,7 @@ class TaskManager:
             )
         return Outcome(
             rec.id,
-            rec.token,
+            active.token,
             TaskStatus.FAILED,
             seq=rec.seq,
             ended_at=ended,

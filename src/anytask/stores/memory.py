@@ -32,6 +32,7 @@ __all__ = ["MemoryStore"]
 
 _PENDING = TaskStatus.PENDING
 _RUNNING = TaskStatus.RUNNING
+_SUCCESS = TaskStatus.SUCCESS
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -200,6 +201,46 @@ class MemoryStore(Store):
                 self._running[rec.id] = rec
             result.append(True)
         return result
+
+    def put_now(self, rec: TaskRecord) -> bool:
+        """Insert one new record that is pending and due at once, with no idempotency key
+        and no schedule fire (what a plain ``add_task`` builds), handing it over as
+        :meth:`insert_now` with ``owned=True`` does. False if its id exists."""
+        rows = self._rows
+        if rec.id in rows:
+            return False
+        if rec.args:
+            rec.args = _clone(rec.args)
+        if rec.kwargs:
+            rec.kwargs = _clone(rec.kwargs)
+        self._seq += 1
+        seq = rec.seq = self._seq
+        rows[rec.id] = rec
+        self._order.append(rec)
+        self._counts[_PENDING] += 1
+        heapq.heappush(self._ready, (-rec.priority, seq, rec.id))
+        return True
+
+    def succeed_now(self, rec: TaskRecord, token: int, ended_at: datetime) -> bool:
+        """Record the success (no result, no new log lines) of the attempt holding
+        ``token`` on the record ``rec`` (the stored one or a copy). The same as completing
+        with such an :class:`Outcome`, for the hot path."""
+        row = self._rows.get(rec.id)
+        if row is None or row.status is not _RUNNING or row.token != token:
+            return False
+        rec = row
+        del self._running[rec.id]
+        counts = self._counts
+        counts[_RUNNING] -= 1
+        counts[_SUCCESS] += 1
+        rec.status = _SUCCESS
+        rec.owner = None
+        rec.lease_expires_at = None
+        rec.cancel_requested = False
+        rec.error = rec.error_type = rec.traceback = None
+        rec.ended_at = ended_at
+        rec.result = None
+        return True
 
     def claim_one_now(self, owner: str, now: datetime, lease_until: datetime) -> TaskRecord | None:
         """Claim the next due record, synchronously, and return the stored record itself

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -278,7 +278,13 @@ def _dump_list(values: Sequence[Any]) -> str:
     return dumps(list(values)) if values else "[]"
 
 
-def _row_to_record(row: Sequence[Any]) -> TaskRecord:
+_STATUS = {s.value: s for s in TaskStatus}
+
+
+def _row_to_record(row: Sequence[Any], times: dict[float, datetime] | None = None) -> TaskRecord:
+    """A record from a row of ``_COLUMNS``. ``times`` caches timestamps already turned
+    into datetimes (the rows of one claim share their start and lease times, and most
+    records were due when created)."""
     (
         seq,
         task_id,
@@ -310,36 +316,46 @@ def _row_to_record(row: Sequence[Any]) -> TaskRecord:
         cancel_requested,
         replay_of,
     ) = row
+    if times is None:
+        times = {}
+
+    def dt(value: float) -> datetime:
+        found = times.get(value)
+        if found is None:
+            found = times[value] = datetime.fromtimestamp(value, UTC)
+        return found
+
+    # positional, in field order (see TaskRecord)
     return TaskRecord(
-        id=task_id,
-        name=name,
-        args=_load(args),
-        kwargs=_load(kwargs),
-        created_at=from_ts(created_at),
-        run_after=from_ts(run_after),
-        status=TaskStatus(status),
-        priority=priority,
-        tags=_load(tags),
-        idempotency_key=idempotency_key,
-        started_at=_dt(started_at),
-        ended_at=_dt(ended_at),
-        attempts=attempts,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        requeue_on_interrupt=bool(requeue_on_interrupt),
-        error=error,
-        error_type=error_type,
-        traceback=traceback,
-        result=None if result is None else loads(result),
-        logs=_load(logs),
-        schedule_id=schedule_id,
-        fire_at=_dt(fire_at),
-        owner=owner,
-        lease_expires_at=_dt(lease_expires_at),
-        token=token,
-        cancel_requested=bool(cancel_requested),
-        replay_of=replay_of,
-        seq=seq,
+        task_id,
+        name,
+        _load(args),
+        _load(kwargs),
+        dt(created_at),
+        dt(run_after),
+        _STATUS[status],
+        priority,
+        _load(tags),
+        idempotency_key,
+        None if started_at is None else dt(started_at),
+        None if ended_at is None else dt(ended_at),
+        attempts,
+        max_attempts,
+        timeout,
+        bool(requeue_on_interrupt),
+        error,
+        error_type,
+        traceback,
+        None if result is None else loads(result),
+        _load(logs),
+        schedule_id,
+        None if fire_at is None else dt(fire_at),
+        owner,
+        None if lease_expires_at is None else dt(lease_expires_at),
+        token,
+        bool(cancel_requested),
+        replay_of,
+        seq,
     )
 
 
@@ -431,7 +447,8 @@ def _claim_params(
 
 
 def _claimed(rows: Sequence[Any]) -> list[TaskRecord]:
-    claimed = [_row_to_record(row) for row in rows]
+    times: dict[float, datetime] = {}  # one claim: one start time and one lease expiry
+    claimed = [_row_to_record(row, times) for row in rows]
     claimed.sort(key=lambda r: (-r.priority, r.seq))
     return claimed
 
