@@ -553,7 +553,7 @@ class TaskManager:
                     self._publish("enqueued", rec, rec.status)
             if delayed and self._dispatch_wake is not None:
                 self._dispatch_wake.set()  # it sleeps until the earliest run_after
-            self._wake_idle(len(records))
+            self._claim_for_idle(len(records))
             return 0
         with self._lock:
             self._inserts.extend(records)
@@ -597,7 +597,7 @@ class TaskManager:
                 if self.events.active:
                     self._publish("enqueued", rec, rec.status)
                 if self._idle:
-                    self._wake_idle(1)
+                    self._claim_for_idle(1)
             return rec.id
         rec = self._build(fn, args, dict(kwargs))
         self._submit([rec])
@@ -1106,6 +1106,25 @@ class TaskManager:
         spread = self._spread
         if spread is not None and len(claimed) > 1:
             spread.set()
+
+    def _claim_for_idle(self, n: int) -> None:
+        """With an in-process store: claim up to ``n`` due records at once for idle
+        workers, as the writer claims with the commit of an insert. A task enqueued just
+        before a stop is then already held by this manager, and the stop lets it finish."""
+        store = self._inline_store
+        assert store is not None
+        n = min(n, len(self._idle), self.max_concurrency - self._occupied)
+        if n <= 0:
+            return
+        now = self.clock.now()
+        lease_until = now + self._lease_delta
+        claimed: builtins.list[TaskRecord] = []
+        for _ in range(n):
+            rec = store.claim_one_now(self.instance_id, now, lease_until)
+            if rec is None:
+                break
+            claimed.append(rec)
+        self._hand_claimed(claimed)
 
     async def _spreader(self) -> None:
         """Wake idle workers for records left in the backlog (see _hand_claimed)."""
