@@ -254,6 +254,7 @@ class TaskManager:
         self._loop_thread: int | None = None
         self._writer_wake: _Signal | None = None
         self._spread: _Signal | None = None
+        self._skip_claim = False  # see _claimed_done
         self._dispatch_wake: _Signal | None = None
         self._committed_signal: anyio.Event | None = None
         self._changed: anyio.Event | None = None
@@ -551,8 +552,8 @@ class TaskManager:
                     delayed = True
                 if hub and ok:
                     self._publish("enqueued", rec, rec.status)
-            if delayed and self._dispatch_wake is not None:
-                self._dispatch_wake.set()  # it sleeps until the earliest run_after
+            if delayed:
+                self._wake_dispatcher()  # it sleeps until the earliest run_after
             self._claim_for_idle(len(records))
             return 0
         with self._lock:
@@ -1070,7 +1071,7 @@ class TaskManager:
                     self._publish("enqueued", rec, rec.status)
             if claimed:
                 self._hand_claimed(claimed)
-            self._claimed_done(limit > 0)
+            self._claimed_done(limit > 0, exhausted=limit > 0 and len(claimed) < limit)
             if outs:
                 self._after_outcomes(outs)
             else:
@@ -1146,13 +1147,25 @@ class TaskManager:
             event.set()
             n -= 1
 
-    def _claimed_done(self, was_claiming: bool) -> None:
+    def _claimed_done(self, was_claiming: bool, exhausted: bool = False) -> None:
         """After a write cycle: end this cycle's claim and let the dispatcher look again
-        (it leaves claiming to the writer while the writer has work)."""
+        (it leaves claiming to the writer while the writer has work). ``exhausted``: the
+        commit's claim took fewer records than it asked for, so no more work was due; the
+        dispatcher then only reads when the next delayed task is due, instead of
+        claiming again (an empty write transaction that would hold up the next enqueue's
+        commit)."""
         if was_claiming:
             self._claiming = False
         if self._dispatch_wake is not None:
+            self._skip_claim = exhausted
             self._dispatch_wake.set()
+
+    def _wake_dispatcher(self) -> None:
+        """New due work may exist (a retry, a recovered task, a schedule fire...)."""
+        wake = self._dispatch_wake
+        if wake is not None:
+            self._skip_claim = False
+            wake.set()
 
     def _after_outcomes(self, outs: builtins.list[tuple[Outcome, TaskRecord]]) -> None:
         terminal = []
@@ -1166,8 +1179,8 @@ class TaskManager:
             if hub:
                 kind = "finished" if out.status.terminal else "retrying"
                 self._publish(kind, rec, out.status, out.error, out.ended_at)
-        if requeued and self._dispatch_wake is not None:
-            self._dispatch_wake.set()
+        if requeued:
+            self._wake_dispatcher()
         self._notify_terminal(terminal)
 
     def _notify_terminal(self, ids: builtins.list[str]) -> None:
@@ -1225,6 +1238,12 @@ class TaskManager:
                 # the free slots anyway (it wakes us after each commit)
                 await wake.wait()
                 continue
+            if self._skip_claim:
+                # the writer's commit just claimed and found no more due work
+                self._skip_claim = False
+                due = await self._next_due(store)
+                await wake.wait(self._due_timeout(store, due))
+                continue
             now = self.clock.time()
             self._claiming = True
             try:
@@ -1244,17 +1263,23 @@ class TaskManager:
                 self._claiming = False
             if len(claimed) == free:
                 continue  # there may be more due work; claim again when a slot frees
-            try:
-                due = await store.next_run_after()
-            except Exception:
-                log.exception("anytask: reading the next due time failed")
-                due = None
-            timeout = self.poll_interval if store.shared else _NEVER
-            if due is not None:
-                timeout = min(timeout, max(to_ts(due) - self.clock.time(), 0.0))
-            # always a checkpoint: a due record that the claim did not take (another
-            # instance was faster) must not turn this loop into a busy one
-            await wake.wait(max(timeout, 0.001))
+            due = await self._next_due(store)
+            await wake.wait(self._due_timeout(store, due))
+
+    async def _next_due(self, store: Store) -> datetime | None:
+        try:
+            return await store.next_run_after()
+        except Exception:
+            log.exception("anytask: reading the next due time failed")
+            return None
+
+    def _due_timeout(self, store: Store, due: datetime | None) -> float:
+        timeout = self.poll_interval if store.shared else _NEVER
+        if due is not None:
+            timeout = min(timeout, max(to_ts(due) - self.clock.time(), 0.0))
+        # always a checkpoint: a due record that the claim did not take (another instance
+        # was faster) must not turn the dispatcher into a busy loop
+        return max(timeout, 0.001)
 
     def _writer_will_claim(self) -> bool:
         """The writer has work queued or in flight, and will claim with its commit."""
@@ -1298,10 +1323,10 @@ class TaskManager:
             if rec is None:
                 if not self._workers_open:
                     return
-                if self._inline_store is not None and self._dispatch_wake is not None:
+                if self._inline_store is not None:
                     # workers claim for themselves while busy; once one is idle, the
                     # dispatcher keeps the time of the next delayed task for it
-                    self._dispatch_wake.set()
+                    self._wake_dispatcher()
                 slot.event = event = anyio.Event()
                 self._idle.append(slot)  # whoever sets the event takes us off the list
                 await event.wait()
@@ -1440,8 +1465,8 @@ class TaskManager:
                         event = waiters.pop(rec.id, None)
                         if event is not None:
                             event.set()
-                elif self._dispatch_wake is not None:  # a retry waits for its run_after
-                    self._dispatch_wake.set()
+                else:  # a retry waits for its run_after
+                    self._wake_dispatcher()
                 if self.events.active:
                     kind = "finished" if out.status.terminal else "retrying"
                     self._publish(kind, rec, out.status, out.error, out.ended_at)
@@ -1449,8 +1474,7 @@ class TaskManager:
             if out is not None:
                 self._hand_outcome(out, rec)
             if not self._writer_will_claim():  # else the writer wakes it after
-                assert self._dispatch_wake is not None
-                self._dispatch_wake.set()
+                self._wake_dispatcher()
         self._fire_changed()
 
     async def _call(self, defn: TaskDefinition, rec: TaskRecord) -> Any:
@@ -1600,8 +1624,8 @@ class TaskManager:
                         log.warning("anytask: lost the lease of task %s; abandoning it", task_id)
                         slot.cancel("lease")
                 recovered = await self._store.recover(from_ts(self.clock.time()))
-                if recovered.requeued and self._dispatch_wake is not None:
-                    self._dispatch_wake.set()
+                if recovered.requeued:
+                    self._wake_dispatcher()
                 if recovered.interrupted:
                     self._notify_terminal(recovered.interrupted)
             except Exception:

@@ -93,8 +93,7 @@ def _record(
 async def _insert(tm: TaskManager, rec: TaskRecord) -> bool:
     [won] = await tm.store.insert([rec])
     if won and rec.status is TaskStatus.PENDING:
-        if tm._dispatch_wake is not None:
-            tm._dispatch_wake.set()
+        tm._wake_dispatcher()
         if tm.events.active:
             tm._publish("enqueued", rec, rec.status)
     return won

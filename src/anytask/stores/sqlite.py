@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import queue
 import random
 import sqlite3
 import threading
@@ -26,9 +27,10 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from .._clock import from_ts, to_ts
@@ -53,6 +55,7 @@ from .._models import (
     TaskRecord,
     TaskStatus,
 )
+from .._threads import call_soon_in_loop
 from .abc import BatchResult, HeartbeatResult, RecoveryResult, Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -492,6 +495,16 @@ def _complete_sync(
     return [execute(sql, params).rowcount == 1 for sql, params in rows]
 
 
+def _serve_jobs(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    """The writer thread of one open store: runs its write jobs one by one until None."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        job()
+        job = None  # hold nothing while idle
+
+
 class SQLiteStore(Store):
     """Task records in one SQLite file, shared safely by the processes of one host.
 
@@ -547,6 +560,7 @@ class SQLiteStore(Store):
         self._pool_lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = None  # writer thread
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -656,11 +670,42 @@ class SQLiteStore(Store):
         return await anyio.to_thread.run_sync(self._read_sync, fn, limiter=limiter)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        limiter = self._write_limiter
-        if limiter is None:
+        """Run ``fn`` in one write transaction on the store's own writer thread.
+
+        A thread of its own, fed through a queue, answers in about half the time of
+        ``anyio.to_thread.run_sync`` (measured on asyncio), and every enqueue and group
+        commit waits for one such round trip. Like ``run_sync`` without
+        ``abandon_on_cancel``, a write always runs to its end and hands its result back
+        (a committed claim must reach the caller); a cancellation takes effect after."""
+        if self._write_limiter is None:
             raise StoreError(f"{self!r} is not open")
-        # no abandon_on_cancel: a committed claim is always handed back to the caller
-        return await anyio.to_thread.run_sync(self._write_sync, fn, limiter=limiter)
+        jobs = self._jobs
+        if jobs is None:
+            jobs = self._jobs = queue.SimpleQueue()
+            threading.Thread(
+                target=_serve_jobs, args=(jobs,), name="anytask sqlite writer", daemon=True
+            ).start()
+        token = anyio.lowlevel.current_token()
+        done = anyio.Event()
+        box: list[tuple[bool, Any]] = []
+
+        def job() -> None:
+            try:
+                box.append((True, self._write_sync(fn)))
+            except BaseException as exc:  # handed to the waiting task
+                box.append((False, exc))
+            call_soon_in_loop(token, done.set)
+
+        jobs.put(job)
+        with anyio.CancelScope(shield=True):
+            await done.wait()
+        ok, value = box.pop()
+        if ok:
+            return cast(T, value)
+        try:
+            raise value
+        finally:
+            del value  # no reference cycle through the traceback
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -805,6 +850,9 @@ class SQLiteStore(Store):
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._close_writer, limiter=limiter)
         self._write_limiter = self._read_limiter = None
+        jobs, self._jobs = self._jobs, None
+        if jobs is not None:
+            jobs.put(None)  # the writer thread ends
 
     def _close_writer(self) -> None:
         with self._write_lock:
