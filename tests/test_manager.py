@@ -407,6 +407,42 @@ async def test_sqlite_claims_with_outcome_commits_never_exceed_the_free_slots(
     assert 1 <= max(seen) <= 3
 
 
+async def test_sqlite_one_task_on_an_idle_manager_costs_two_write_transactions(
+    tmp_path: Path,
+) -> None:
+    # enqueue = insert + claim in one commit, then the outcome's commit; the dispatcher
+    # must not add an empty claim transaction after each commit (it would hold up the
+    # next enqueue's commit behind it)
+    from anytask.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "t.db"))
+    tm = TaskManager(store=store, max_concurrency=4, lease=3600)  # no heartbeat meanwhile
+    writes = 0
+    write_sync = store._write_sync
+
+    def counting(fn: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        return write_sync(fn)
+
+    store._write_sync = counting  # type: ignore[method-assign]
+
+    @tm.task
+    async def noop() -> None:
+        pass
+
+    async with tm:
+        await tm.wait(await tm.enqueue(noop), timeout=5)  # warm up: recovery, first claims
+        await anyio.sleep(0.05)
+        before = writes
+        for _ in range(20):
+            rec = await tm.wait(await tm.enqueue(noop), timeout=5)
+            assert rec.status is TaskStatus.SUCCESS
+        await anyio.sleep(0.05)
+        used = writes - before
+    assert used <= 2 * 20 + 2, used
+
+
 async def test_timeout_fails_with_timeout_error_and_is_retried() -> None:
     tm = make()
 

@@ -141,6 +141,23 @@ async def test_a_cancelled_claim_still_hands_back_what_it_took(db_path: str) -> 
 # -- sync get --------------------------------------------------------------------------
 
 
+async def test_the_writer_thread_ends_with_close_and_writes_fail_after(db_path: str) -> None:
+    def writer_threads() -> int:
+        return sum(t.name == "anytask sqlite writer" for t in threading.enumerate())
+
+    before = writer_threads()
+    store = SQLiteStore(db_path)
+    await store.open()
+    await store.insert([make(id="a")])
+    assert writer_threads() == before + 1
+    await store.close()
+    with anyio.fail_after(5):
+        while writer_threads() > before:
+            await anyio.sleep(0.01)
+    with pytest.raises(StoreError, match="not open"):
+        await store.insert([make(id="b")])
+
+
 async def test_sync_get_works_from_plain_threads(db_path: str) -> None:
     store = SQLiteStore(db_path)
     await store.open()
