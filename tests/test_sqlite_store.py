@@ -152,7 +152,7 @@ async def test_the_writer_thread_ends_with_close_and_writes_fail_after(db_path: 
     assert writer_threads() == before + 1
     await store.close()
     with anyio.fail_after(5):
-        while writer_threads() > before:
+        while writer_threads() > before:  # noqa: ASYNC110 - a thread ending is no event
             await anyio.sleep(0.01)
     with pytest.raises(StoreError, match="not open"):
         await store.insert([make(id="b")])
