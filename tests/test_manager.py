@@ -443,6 +443,65 @@ async def test_sqlite_one_task_on_an_idle_manager_costs_two_write_transactions(
     assert used <= 2 * 20 + 2, used
 
 
+async def test_a_task_changing_its_arguments_leaves_the_stored_ones_alone() -> None:
+    tm = make()
+    seen: list[tuple[list[Any], dict[str, Any]]] = []
+
+    @tm.task(retries=1)
+    async def changes(items: list[Any], opts: dict[str, Any]) -> None:
+        seen.append((list(items), dict(opts)))
+        items.append("changed")
+        opts["x"] = 99
+        if len(seen) == 1:
+            raise ValueError("first attempt fails")
+
+    async with tm:
+        rec = await tm.wait(tm.add_task(changes, [1, [2]], opts={"x": 1}), timeout=5)
+    assert rec.status is TaskStatus.SUCCESS
+    assert seen == [([1, [2]], {"x": 1}), ([1, [2]], {"x": 1})]  # the retry sees the original
+    assert rec.args == [[1, [2]]]
+    assert rec.kwargs == {"opts": {"x": 1}}
+
+
+async def test_an_attempt_whose_lease_ran_out_gives_way_to_the_new_claim() -> None:
+    # this manager's attempt outlives its lease (a stalled loop, say); another instance's
+    # recovery requeues the task and this manager claims it again while the first attempt
+    # still runs: the first is cancelled, the second is recorded, nothing crashes
+    store = MemoryStore()
+    tm = make(store, lease=30)
+    starts: list[int] = []
+    first_started = anyio.Event()
+    first_cancelled = anyio.Event()
+
+    @tm.task(requeue_on_interrupt=True)
+    async def long() -> str:
+        starts.append(len(starts))
+        first_started.set()
+        try:
+            await anyio.sleep(0.3 if len(starts) > 1 else 30)
+        except anyio.get_cancelled_exc_class():
+            first_cancelled.set()
+            raise
+        return "second"
+
+    async with tm:
+        task_id = await tm.enqueue(long)
+        with anyio.fail_after(5):
+            await first_started.wait()
+        running = store._rows[task_id]
+        running.lease_expires_at = tm.clock.now() - timedelta(seconds=1)
+        recovered = await store.recover(tm.clock.now())
+        assert recovered.requeued == [task_id]
+        tm._wake_dispatcher()
+        rec = await tm.wait(task_id, timeout=5)
+        with anyio.fail_after(5):
+            await first_cancelled.wait()
+    assert len(starts) == 2
+    assert rec.status is TaskStatus.SUCCESS
+    assert rec.result == "second"
+    assert rec.attempts == 2
+
+
 async def test_timeout_fails_with_timeout_error_and_is_retried() -> None:
     tm = make()
 

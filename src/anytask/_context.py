@@ -35,13 +35,14 @@ class _Active:
     """The running attempt of one task, as its code sees it. Built once per attempt on
     the hot path, so the context object and the log list are made only when asked for."""
 
-    __slots__ = ("_context", "_logs", "dropped", "limit", "record", "token")
+    __slots__ = ("_context", "_logs", "dropped", "limit", "record", "started_at", "token")
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
         # the fencing token of this attempt, kept apart: with an in-process store the
         # record is the stored one, which a later claim elsewhere may change
         self.token = record.token
+        self.started_at = record.started_at
         self._context: TaskContext | None = None
         self._logs: list[dict[str, Any]] | None = None
         self.dropped = 0

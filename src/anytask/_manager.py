@@ -72,7 +72,7 @@ from ._models import (
 from ._registry import Registry, TaskDefinition
 from ._threads import call_soon_in_loop, run_in_daemon_thread
 from .stores.abc import Store
-from .stores.memory import MemoryStore
+from .stores.memory import MemoryStore, detached
 
 if TYPE_CHECKING:
     from .schedule import MisfirePolicy, OverlapPolicy, ScheduleInfo
@@ -280,6 +280,7 @@ class TaskManager:
         # an in-process store that workers claim from and complete in directly
         self._inline_store: MemoryStore | None = None
         self._lease_delta = timedelta(seconds=self.lease)
+        self._detach_args = False  # see _attempt
 
     # ------------------------------------------------------------------ definitions
     @property
@@ -930,6 +931,7 @@ class TaskManager:
         self._dispatcher_done = anyio.Event()
         store = self._store
         self._inline_store = store if isinstance(store, MemoryStore) and store.inline else None
+        self._detach_args = isinstance(store, MemoryStore)
         self._workers_open = True
         async with anyio.create_task_group() as services:
             self._outer_tg = services
@@ -1398,23 +1400,35 @@ class TaskManager:
             return
         slot.record = rec
         active = slot.active = _Active(rec)
+        stale = self._active.get(rec.id)
+        if stale is not None:
+            # an attempt of ours still runs although its lease ran out and the task was
+            # requeued and claimed again (by us): the new claim supersedes it, and the
+            # old attempt's outcome would be refused anyway
+            stale.cancel("lease")
         self._active[rec.id] = slot
         if self._cutting:  # claimed before the stop, picked up after the grace ran out
             slot.cancel("shutdown")
         elif self._cancel_soon and rec.id in self._cancel_soon:
             self._cancel_soon.discard(rec.id)
             slot.cancel("cancel")
+        args, kwargs = rec.args, rec.kwargs
+        if self._detach_args:
+            # the in-process store hands out its own lists and dicts: a task that changes
+            # its arguments must not change the stored ones (a retry or a replay would
+            # see the change), as with a store that decodes them afresh
+            args, kwargs = detached(args), detached(kwargs)
         ctx_token = _current.set(active)
         result: Any = None
         failure: BaseException | None = None
         try:
             if rec.timeout is not None:
                 with anyio.fail_after(rec.timeout):
-                    result = await self._call(defn, rec)
+                    result = await self._call(defn, args, kwargs)
             elif defn.is_async:
-                result = await defn.fn(*rec.args, **rec.kwargs)
+                result = await defn.fn(*args, **kwargs)
             else:
-                result = await self._call(defn, rec)
+                result = await self._call(defn, args, kwargs)
         except anyio.get_cancelled_exc_class() as exc:
             if slot.scope.cancel_called or anyio.current_effective_deadline() == -math.inf:
                 raise  # our cancel (the series records it) or the manager's teardown
@@ -1427,7 +1441,8 @@ class TaskManager:
             failure = exc
         finally:
             _current.reset(ctx_token)
-            del self._active[rec.id]
+            if self._active.get(rec.id) is slot:  # (a newer attempt may have replaced us)
+                del self._active[rec.id]
         slot.record = slot.active = None
         store = self._inline_store
         if (
@@ -1477,10 +1492,12 @@ class TaskManager:
                 self._wake_dispatcher()
         self._fire_changed()
 
-    async def _call(self, defn: TaskDefinition, rec: TaskRecord) -> Any:
+    async def _call(
+        self, defn: TaskDefinition, args: builtins.list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         if defn.is_async:
-            return await defn.fn(*rec.args, **rec.kwargs)
-        fn, args, kwargs = defn.fn, rec.args, rec.kwargs
+            return await defn.fn(*args, **kwargs)
+        fn = defn.fn
         assert self._thread_limiter is not None
         assert self._token is not None
         # daemon threads: an abandoned sync task never keeps the process alive (_threads.py)
@@ -1611,15 +1628,15 @@ class TaskManager:
                 now = self.clock.time()
                 hb = await self._store.heartbeat(self.instance_id, from_ts(now + self.lease))
                 for task_id, slot in list(self._active.items()):
-                    rec = slot.record
-                    if slot.reason is not None or rec is None:
+                    active = slot.active
+                    if slot.reason is not None or active is None:
                         continue
                     if task_id in hb.cancel_requested:
                         slot.cancel("cancel")
                     elif (
                         task_id not in hb.held
-                        and rec.started_at is not None
-                        and (to_ts(rec.started_at) < now - interval)
+                        and active.started_at is not None
+                        and (to_ts(active.started_at) < now - interval)
                     ):
                         log.warning("anytask: lost the lease of task %s; abandoning it", task_id)
                         slot.cancel("lease")

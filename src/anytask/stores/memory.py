@@ -28,7 +28,7 @@ from .._models import (
 )
 from .abc import HeartbeatResult, MetricsBuilder, RecoveryResult, Store
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "detached"]
 
 _PENDING = TaskStatus.PENDING
 _RUNNING = TaskStatus.RUNNING
@@ -44,6 +44,16 @@ def _clone(value: Any) -> Any:
     if all(type(v) in _SCALARS for v in items):
         return value.copy()
     return loads(dumps(value))
+
+
+def detached(value: Any) -> Any:
+    """``value`` (a list or dict of JSON) as it is when it holds only scalars, else a deep
+    copy: what a task may change without touching the stored payload."""
+    items = value.values() if type(value) is dict else value
+    for v in items:
+        if type(v) not in _SCALARS:
+            return loads(dumps(value))
+    return value
 
 
 class MemoryStore(Store):
