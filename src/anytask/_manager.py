@@ -87,6 +87,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 RESERVED_KWARGS = frozenset({"priority", "delay", "run_at", "tags", "idempotency_key"})
 _KEY_NAMESPACE = uuid.UUID("6f1e0c1a-5b7e-4d35-9a7c-2f0b8a6d4e11")
 _NEVER = math.inf
+_PENDING = TaskStatus.PENDING
 #: Most records the writer inserts in one transaction: a huge ``add_task`` burst is
 #: committed in slices, so claims and outcomes are not held up behind it.
 INSERT_BATCH = 2000
@@ -449,11 +450,13 @@ class TaskManager:
         if not kwargs or RESERVED_KWARGS.isdisjoint(kwargs):
             # the common case, kept short: no per-call options
             defn = self.registry.resolve(fn)
-            for i, value in enumerate(args):
-                check_json(value, f"argument {i} of {defn.name}")
-            for k, value in kwargs.items():
-                check_json(value, f"argument {k!r} of {defn.name}")
-            opts = defn.options
+            if args:
+                for i, value in enumerate(args):
+                    check_json(value, f"argument {i} of {defn.name}")
+            if kwargs:
+                for k, value in kwargs.items():
+                    check_json(value, f"argument {k!r} of {defn.name}")
+            priority, tags, max_attempts, timeout, requeue = defn.record_defaults
             created = self.clock.now()
             # positional, in field order: id, name, args, kwargs, created_at, run_after,
             # status, priority, tags, idempotency_key, started_at, ended_at, attempts,
@@ -461,20 +464,20 @@ class TaskManager:
             return TaskRecord(
                 new_task_id(),
                 defn.name,
-                list(args),
+                list(args) if args else [],
                 kwargs,
                 created,
                 created,
-                TaskStatus.PENDING,
-                opts.priority,
-                list(opts.tags),
+                _PENDING,
+                priority,
+                list(tags) if tags else [],
                 None,
                 None,
                 None,
                 0,
-                opts.max_attempts,
-                opts.timeout,
-                opts.requeue_on_interrupt,
+                max_attempts,
+                timeout,
+                requeue,
             )
         priority = kwargs.pop("priority", None)
         delay = kwargs.pop("delay", None)
@@ -1413,7 +1416,7 @@ class TaskManager:
             self._cancel_soon.discard(rec.id)
             slot.cancel("cancel")
         args, kwargs = rec.args, rec.kwargs
-        if self._detach_args:
+        if self._detach_args and (args or kwargs):
             # the in-process store hands out its own lists and dicts: a task that changes
             # its arguments must not change the stored ones (a retry or a replay would
             # see the change), as with a store that decodes them afresh

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ConfigurationError, TaskNotRegistered
@@ -21,6 +21,16 @@ class TaskDefinition:
     options: TaskOptions
     is_async: bool
     explicit: bool  # defined with @tm.task (False: a plain function given to add_task)
+    # what each new record of this task starts with (priority, tags, max_attempts,
+    # timeout, requeue_on_interrupt), read once per enqueue
+    record_defaults: tuple[int, tuple[str, ...], int, float | None, bool] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        o = self.options
+        defaults = (o.priority, o.tags, o.max_attempts, o.timeout, o.requeue_on_interrupt)
+        object.__setattr__(self, "record_defaults", defaults)
 
 
 def _unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
