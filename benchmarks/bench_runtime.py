@@ -227,6 +227,47 @@ def anytask_throughput(
     return _run(backend, main)  # type: ignore[no-any-return]
 
 
+def anytask_loop_lag(backend: str, store_kind: str, n: int, tmp: Path) -> dict[str, float]:
+    """How long the rest of the program waits for the event loop while ``n`` no-op tasks
+    run: a probe sleeps 1 ms in a loop and records how late it wakes, from the moment all
+    tasks are queued until they are done (the ``add_task`` loop itself is not included)."""
+
+    async def main() -> dict[str, float]:
+        tm = _make_manager(store_kind, tmp, f"lag-{backend}", max_concurrency=CONCURRENCY)
+
+        @tm.task
+        async def noop() -> None:
+            pass
+
+        lags: list[float] = []
+        probing = [False]
+        done = anyio.Event()
+
+        async def probe() -> None:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                await anyio.sleep(0.001)
+                if probing[0]:
+                    lags.append(time.perf_counter() - t0 - 0.001)
+
+        async with tm, anyio.create_task_group() as tg:
+            tg.start_soon(probe)
+            for _ in range(n):
+                tm.add_task(noop)
+            probing[0] = True
+            await tm.join()
+            done.set()
+        lags.sort()
+        return {
+            "p50_ms": 1000 * statistics.median(lags),
+            "p99_ms": 1000 * lags[min(len(lags) - 1, int(len(lags) * 0.99))],
+            "max_ms": 1000 * lags[-1],
+            "samples": float(len(lags)),
+        }
+
+    return _run(backend, main)  # type: ignore[no-any-return]
+
+
 def anytask_latency(backend: str, store_kind: str, samples: int, tmp: Path) -> dict[str, float]:
     """Enqueue one task at a time on an idle manager; time from just before ``await
     tm.enqueue`` to the first line of the task. Waits for each task to end (its
@@ -472,6 +513,22 @@ def main() -> None:
                     f"(target p50 <= {T_P50_MS:g} ms)  {_verdict(ok)}"
                 )
         figures["latency"] = lat
+
+        print(
+            f"\nEvent-loop lag while {n} tasks run (a 1 ms sleep beside them wakes this late; "
+            "informational)"
+        )
+        lag: dict[str, dict[str, float]] = {}
+        for kind in ["memory", *sqlite_kinds[:1]]:
+            for backend in BACKENDS:
+                row = anytask_loop_lag(backend, kind, n, tmp)
+                lag[f"{kind}/{backend}"] = row
+                print(
+                    f"  {kind + '/' + backend:<22} p50 {row['p50_ms']:7.3f} ms  "
+                    f"p99 {row['p99_ms']:7.3f} ms  max {row['max_ms']:7.3f} ms  "
+                    f"({row['samples']:.0f} wake-ups)"
+                )
+        figures["loop_lag"] = lag
 
         if sqlite_missing is None:
             print(f"\nMemory: RSS after {rss_check} and {rss_total} completed tasks (SQLite)")

@@ -176,9 +176,10 @@ class _Slot:
             self.scope.cancel()
 
 
-#: A worker running attempts back to back yields to the event loop at least this often
-#: (seconds), even when the tasks themselves never wait for anything.
-_YIELD_EVERY = 0.002
+#: Workers running attempts back to back yield to the event loop about this often between
+#: them (seconds; each takes its share of it), even when the tasks never wait for
+#: anything, so the rest of the program is held up for about this long at a time.
+_YIELD_EVERY = 0.001
 
 
 class TaskManager:
@@ -256,6 +257,7 @@ class TaskManager:
         self._writer_wake: _Signal | None = None
         self._spread: _Signal | None = None
         self._skip_claim = False  # see _claimed_done
+        self._in_series = 0  # workers inside _run_series (they share the yield interval)
         self._dispatch_wake: _Signal | None = None
         self._committed_signal: anyio.Event | None = None
         self._changed: anyio.Event | None = None
@@ -1342,7 +1344,12 @@ class TaskManager:
         """Run ``rec``, then more records back to back while there are any, in one cancel
         scope. A cancelled attempt ends the series: the next one gets a fresh scope."""
         scope = slot.scope = anyio.CancelScope()
-        next_yield = time.perf_counter() + _YIELD_EVERY
+        # The attempts may never wait for anything, so the worker yields to the rest of the
+        # program now and then. Workers running series take turns, so the slice of each
+        # is _YIELD_EVERY shared among them: whatever else wants the event loop waits
+        # about _YIELD_EVERY, not that times the number of workers.
+        self._in_series += 1
+        next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
         try:
             with scope:
                 while rec is not None:
@@ -1351,16 +1358,17 @@ class TaskManager:
                     if scope.cancel_called:
                         break
                     if time.perf_counter() >= next_yield:
-                        # the attempts may never have waited for anything: let the rest
-                        # of the program run (taken before the next claim, so that no
-                        # record is claimed and left waiting meanwhile)
+                        # (before the next claim, so that no record is claimed and left
+                        # waiting meanwhile)
                         await anyio.lowlevel.checkpoint()
-                        next_yield = time.perf_counter() + _YIELD_EVERY
+                        next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
                     rec = self._take()
         except anyio.get_cancelled_exc_class():
             # cancelled from outside: the manager is being torn down
             await self._abandon(slot)
             raise
+        finally:
+            self._in_series -= 1
         if slot.record is not None:  # the scope caught our cancel in the middle of an attempt
             rec, active = slot.record, slot.active
             slot.record = slot.active = None
