@@ -1070,14 +1070,14 @@ class TaskManager:
             delay = 0.05
             self._write_error = None
             self._committed = mark
-            signal, self._committed_signal = self._committed_signal, anyio.Event()
-            assert signal is not None
-            signal.set()
             if batch and self.events.active:
                 for rec in batch:
                     self._publish("enqueued", rec, rec.status)
-            if claimed:
+            if claimed:  # before waking the callers: the tasks start a little sooner
                 self._hand_claimed(claimed)
+            signal, self._committed_signal = self._committed_signal, anyio.Event()
+            assert signal is not None
+            signal.set()
             self._claimed_done(limit > 0, exhausted=limit > 0 and len(claimed) < limit)
             if outs:
                 self._after_outcomes(outs)
