@@ -133,8 +133,11 @@ class _Signal:
 
     async def wait(self, timeout: float = _NEVER) -> None:
         if not self._event.is_set():
-            with anyio.move_on_after(timeout):
+            if timeout == _NEVER:  # no cancel scope to enter (the writer waits like this)
                 await self._event.wait()
+            else:
+                with anyio.move_on_after(timeout):
+                    await self._event.wait()
         self._event = anyio.Event()
 
 

@@ -561,6 +561,7 @@ class SQLiteStore(Store):
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = None  # writer thread
+        self._writer_thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -682,9 +683,11 @@ class SQLiteStore(Store):
         jobs = self._jobs
         if jobs is None:
             jobs = self._jobs = queue.SimpleQueue()
-            threading.Thread(
+            thread = threading.Thread(
                 target=_serve_jobs, args=(jobs,), name="anytask sqlite writer", daemon=True
-            ).start()
+            )
+            thread.start()
+            self._writer_thread = thread
         token = anyio.lowlevel.current_token()
         done = anyio.Event()
         box: list[tuple[bool, Any]] = []
