@@ -124,6 +124,31 @@ async def test_every_way_a_task_reaches_a_worker_records_its_success() -> None:
         assert rec.ended_at is not None
 
 
+def test_record_copy_and_the_short_add_task_path_cover_every_field() -> None:
+    # both build a TaskRecord positionally, for speed: a field added to or moved in the
+    # record must not be dropped or shifted silently
+    import dataclasses
+
+    tm = make()
+
+    @tm.task(priority=3, retries=2, timeout=5.0, requeue_on_interrupt=True, tags=["t"])
+    async def job(x: int) -> None:
+        pass
+
+    short = tm._build(job, (1,), {"y": [2]})
+    long = tm._build(job, (1,), {"y": [2], "tags": []})  # an option: the full path
+    for f in dataclasses.fields(short):
+        if f.name not in ("id", "created_at", "run_after"):
+            assert getattr(short, f.name) == getattr(long, f.name), f.name
+    assert short.run_after == short.created_at
+    source = dataclasses.replace(
+        short, **{f.name: object() for f in dataclasses.fields(short)}
+    )
+    copied = source.copy()
+    for f in dataclasses.fields(source):
+        assert getattr(copied, f.name) is getattr(source, f.name), f.name
+
+
 async def test_sync_and_async_functions_and_plain_undecorated_function() -> None:
     tm = make()
 

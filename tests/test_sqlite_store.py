@@ -145,7 +145,7 @@ async def test_the_writer_thread_ends_with_close_and_writes_fail_after(db_path: 
     store = SQLiteStore(db_path)
     await store.open()
     await store.insert([make(id="a")])
-    thread = store._writer_thread
+    thread = store._writer_thread.thread
     assert thread is not None
     assert thread.is_alive()
     assert thread.daemon  # never keeps the process alive

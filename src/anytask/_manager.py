@@ -1194,13 +1194,18 @@ class TaskManager:
         self._notify_terminal(terminal)
 
     def _notify_terminal(self, ids: builtins.list[str]) -> None:
+        if self._waiters:
+            for task_id in ids:
+                self._wake_waiter(task_id)
+        self._fire_changed()
+
+    def _wake_waiter(self, task_id: str) -> None:
+        """Wake ``wait(task_id)`` (the task reached a terminal status)."""
         waiters = self._waiters
         if waiters:
-            for task_id in ids:
-                event = waiters.pop(task_id, None)
-                if event is not None:
-                    event.set()
-        self._fire_changed()
+            event = waiters.pop(task_id, None)
+            if event is not None:
+                event.set()
 
     def _publish(
         self,
@@ -1469,11 +1474,7 @@ class TaskManager:
             # the hot path of _outcome + _finish: a plain success, in the store at once
             self._occupied -= 1
             if store.succeed_now(rec, active.token, self.clock.now()):
-                waiters = self._waiters
-                if waiters:
-                    event = waiters.pop(rec.id, None)
-                    if event is not None:
-                        event.set()
+                self._wake_waiter(rec.id)
                 if self.events.active:
                     self._publish("finished", rec, TaskStatus.SUCCESS, None, rec.ended_at)
             self._fire_changed()
@@ -1489,11 +1490,7 @@ class TaskManager:
             if out is not None:
                 store.complete_now((out,))
                 if out.status.terminal:
-                    waiters = self._waiters
-                    if waiters:
-                        event = waiters.pop(rec.id, None)
-                        if event is not None:
-                            event.set()
+                    self._wake_waiter(rec.id)
                 else:  # a retry waits for its run_after
                     self._wake_dispatcher()
                 if self.events.active:
@@ -1537,39 +1534,30 @@ class TaskManager:
             dropped = f"{active.dropped} log lines dropped"
             logs = logs if logs is not None else list(rec.logs)
             logs.append({"ts": now, "level": "warning", "msg": dropped})
+
+        def made(status: TaskStatus, **fields: Any) -> Outcome:
+            return Outcome(
+                rec.id, active.token, status, seq=rec.seq, ended_at=ended, logs=logs, **fields
+            )
+
         if reason == "lease":
             return None  # another instance owns it now; our write would be refused anyway
         if reason == "cancel":
-            return Outcome(
-                rec.id,
-                active.token,
+            return made(
                 TaskStatus.CANCELLED,
-                seq=rec.seq,
-                ended_at=ended,
-                logs=logs,
                 error="cancelled",
                 error_type="Cancelled",
             )
         if reason == "shutdown":
             if rec.requeue_on_interrupt:
-                return Outcome(
-                    rec.id,
-                    active.token,
+                return made(
                     TaskStatus.PENDING,
-                    seq=rec.seq,
-                    ended_at=ended,
-                    logs=logs,
                     run_after=ended,
                     error="requeued: interrupted by shutdown",
                     error_type="Interrupted",
                 )
-            return Outcome(
-                rec.id,
-                active.token,
+            return made(
                 TaskStatus.INTERRUPTED,
-                seq=rec.seq,
-                ended_at=ended,
-                logs=logs,
                 error="interrupted by shutdown before it finished",
                 error_type="Interrupted",
             )
@@ -1581,15 +1569,7 @@ class TaskManager:
                     logs = logs if logs is not None else list(rec.logs)
                     logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})
                     result = None
-            return Outcome(
-                rec.id,
-                active.token,
-                TaskStatus.SUCCESS,
-                ended_at=ended,
-                result=result,
-                logs=logs,
-                seq=rec.seq,
-            )
+            return made(TaskStatus.SUCCESS, result=result)
         error_type = clean_text(type(failure).__qualname__)
         if isinstance(failure, TimeoutError) and rec.timeout is not None:
             message = _safe_str(failure) or f"timed out after {rec.timeout:g}s"
@@ -1609,25 +1589,15 @@ class TaskManager:
                     "msg": f"attempt {rec.attempts} failed ({error_type}); retrying in {wait:.3g}s",
                 }
             )
-            return Outcome(
-                rec.id,
-                active.token,
+            return made(
                 TaskStatus.PENDING,
-                seq=rec.seq,
-                ended_at=ended,
-                logs=logs,
                 run_after=from_ts(now + wait),
                 error=message,
                 error_type=error_type,
                 traceback=trace,
             )
-        return Outcome(
-            rec.id,
-            active.token,
+        return made(
             TaskStatus.FAILED,
-            seq=rec.seq,
-            ended_at=ended,
-            logs=logs,
             error=message,
             error_type=error_type,
             traceback=trace,

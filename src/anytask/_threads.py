@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 
 try:
@@ -29,7 +30,7 @@ try:
 except ImportError:  # optional: anyio no longer requires it
     sniffio = None  # type: ignore[assignment]
 
-__all__ = ["call_soon_in_loop", "run_in_daemon_thread"]
+__all__ = ["SerialThread", "call_soon_in_loop", "run_in_daemon_thread"]
 
 IDLE_TIMEOUT = 10.0
 
@@ -78,6 +79,44 @@ def call_soon_in_loop(token: EventLoopToken, fn: Callable[[], object]) -> None:
         pass
 
 
+async def _call_through(
+    submit: Callable[[_Job], None],
+    fn: Callable[[], Any],
+    token: EventLoopToken,
+    *,
+    shield: bool,
+) -> Any:
+    """Hand ``fn`` to a thread through ``submit`` and return its result (or raise its
+    error). ``shield``: the caller waits for the end even when cancelled (the call is
+    never abandoned); otherwise cancelling the caller abandons the call."""
+    done = anyio.Event()
+    box: list[tuple[bool, Any]] = []
+
+    def report() -> None:
+        call_soon_in_loop(token, done.set)
+
+    def job() -> Callable[[], None]:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # handed to the awaiting task
+            box.append((False, exc))
+        return report
+
+    submit(job)
+    if shield:
+        with anyio.CancelScope(shield=True):
+            await done.wait()
+    else:
+        await done.wait()
+    ok, value = box.pop()
+    if ok:
+        return value
+    try:
+        raise value
+    finally:
+        del value  # no reference cycle through the traceback
+
+
 async def run_in_daemon_thread(
     fn: Callable[[], Any],
     *,
@@ -89,28 +128,52 @@ async def run_in_daemon_thread(
     Cancelling the caller abandons the call; its eventual result is discarded.
     """
     async with limiter:
-        done = anyio.Event()
-        box: list[tuple[bool, Any]] = []
         context = contextvars.copy_context()
         if sniffio is not None:  # like anyio's threads: no async library runs in there
             context.run(sniffio.current_async_library_cvar.set, None)
+        return await _call_through(_submit, lambda: context.run(fn), token, shield=False)
 
-        def report() -> None:
-            call_soon_in_loop(token, done.set)
 
-        def job() -> Callable[[], None]:
-            try:
-                box.append((True, context.run(fn)))
-            except BaseException as exc:  # handed to the awaiting task
-                box.append((False, exc))
-            return report
+class SerialThread:
+    """One daemon thread of its own that runs calls one after the other, in order (the
+    writer of a SQLite store). Started by the first call, ended by :meth:`stop`.
 
-        _submit(job)
-        await done.wait()
-        ok, value = box.pop()
-        if ok:
-            return value
-        try:
-            raise value
-        finally:
-            del value  # no reference cycle through the traceback
+    A round trip through it costs about half of ``anyio.to_thread.run_sync``'s (measured
+    on asyncio). Like ``run_sync`` without ``abandon_on_cancel``, a call always runs to its
+    end and hands its result back; a cancellation of the caller takes effect after."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None
+
+    def _put(self, job: _Job) -> None:
+        jobs = self._jobs
+        if jobs is None:
+            jobs = self._jobs = queue.SimpleQueue()
+            self.thread = threading.Thread(
+                target=self._serve, args=(jobs,), name=self.name, daemon=True
+            )
+            self.thread.start()
+        jobs.put(job)
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            report = job()
+            job = None  # hold nothing while idle
+            report()
+            del report
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        return await _call_through(self._put, fn, anyio.lowlevel.current_token(), shield=True)
+
+    def stop(self) -> None:
+        """The thread ends after the calls already handed to it; a later call starts a
+        new one."""
+        jobs, self._jobs = self._jobs, None
+        if jobs is not None:
+            jobs.put(None)

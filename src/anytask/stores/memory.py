@@ -40,10 +40,8 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def _clone(value: Any) -> Any:
     """A private copy of a JSON value (a shallow copy suffices when it holds scalars)."""
-    items = value.values() if type(value) is dict else value
-    if all(type(v) in _SCALARS for v in items):
-        return value.copy()
-    return loads(dumps(value))
+    private = detached(value)
+    return value.copy() if private is value else private
 
 
 def detached(value: Any) -> Any:
@@ -287,18 +285,11 @@ class MemoryStore(Store):
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
     ) -> builtins.list[TaskRecord]:
-        self._promote(now)
-        ready, rows = self._ready, self._rows
         claimed: builtins.list[TaskRecord] = []
-        while ready and len(claimed) < limit:
-            _, _, task_id = heapq.heappop(ready)
-            rec = rows.get(task_id)
-            if rec is None or rec.status is not _PENDING:
-                continue
-            if rec.run_after > now:  # asked with an earlier "now": not due for it yet
-                self._enqueue(rec)
-                continue
-            self._start(rec, owner, now, lease_until)
+        while len(claimed) < limit:
+            rec = self.claim_one_now(owner, now, lease_until)
+            if rec is None:
+                break
             claimed.append(rec.copy())
         return claimed
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import queue
 import random
 import sqlite3
 import threading
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 
 from .._clock import from_ts, to_ts
@@ -55,7 +53,7 @@ from .._models import (
     TaskRecord,
     TaskStatus,
 )
-from .._threads import call_soon_in_loop
+from .._threads import SerialThread
 from .abc import BatchResult, HeartbeatResult, RecoveryResult, Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -495,16 +493,6 @@ def _complete_sync(
     return [execute(sql, params).rowcount == 1 for sql, params in rows]
 
 
-def _serve_jobs(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
-    """The writer thread of one open store: runs its write jobs one by one until None."""
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        job()
-        job = None  # hold nothing while idle
-
-
 class SQLiteStore(Store):
     """Task records in one SQLite file, shared safely by the processes of one host.
 
@@ -560,8 +548,7 @@ class SQLiteStore(Store):
         self._pool_lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] | None = None  # writer thread
-        self._writer_thread: threading.Thread | None = None
+        self._writer_thread = SerialThread("anytask sqlite writer")
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -671,44 +658,12 @@ class SQLiteStore(Store):
         return await anyio.to_thread.run_sync(self._read_sync, fn, limiter=limiter)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one write transaction on the store's own writer thread.
-
-        A thread of its own, fed through a queue, answers in about half the time of
-        ``anyio.to_thread.run_sync`` (measured on asyncio), and every enqueue and group
-        commit waits for one such round trip. Like ``run_sync`` without
-        ``abandon_on_cancel``, a write always runs to its end and hands its result back
-        (a committed claim must reach the caller); a cancellation takes effect after."""
+        """Run ``fn`` in one write transaction on the store's own writer thread (see
+        :class:`SerialThread`: every enqueue and group commit waits for one such round
+        trip). A write always runs to its end: a committed claim reaches the caller."""
         if self._write_limiter is None:
             raise StoreError(f"{self!r} is not open")
-        jobs = self._jobs
-        if jobs is None:
-            jobs = self._jobs = queue.SimpleQueue()
-            thread = threading.Thread(
-                target=_serve_jobs, args=(jobs,), name="anytask sqlite writer", daemon=True
-            )
-            thread.start()
-            self._writer_thread = thread
-        token = anyio.lowlevel.current_token()
-        done = anyio.Event()
-        box: list[tuple[bool, Any]] = []
-
-        def job() -> None:
-            try:
-                box.append((True, self._write_sync(fn)))
-            except BaseException as exc:  # handed to the waiting task
-                box.append((False, exc))
-            call_soon_in_loop(token, done.set)
-
-        jobs.put(job)
-        with anyio.CancelScope(shield=True):
-            await done.wait()
-        ok, value = box.pop()
-        if ok:
-            return cast(T, value)
-        try:
-            raise value
-        finally:
-            del value  # no reference cycle through the traceback
+        return cast(T, await self._writer_thread.call(lambda: self._write_sync(fn)))
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -853,9 +808,7 @@ class SQLiteStore(Store):
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._close_writer, limiter=limiter)
         self._write_limiter = self._read_limiter = None
-        jobs, self._jobs = self._jobs, None
-        if jobs is not None:
-            jobs.put(None)  # the writer thread ends
+        self._writer_thread.stop()
 
     def _close_writer(self) -> None:
         with self._write_lock:
