@@ -141,9 +141,7 @@ def test_record_copy_and_the_short_add_task_path_cover_every_field() -> None:
         if f.name not in ("id", "created_at", "run_after"):
             assert getattr(short, f.name) == getattr(long, f.name), f.name
     assert short.run_after == short.created_at
-    source = dataclasses.replace(
-        short, **{f.name: object() for f in dataclasses.fields(short)}
-    )
+    source = dataclasses.replace(short, **{f.name: object() for f in dataclasses.fields(short)})
     copied = source.copy()
     for f in dataclasses.fields(source):
         assert getattr(copied, f.name) is getattr(source, f.name), f.name
