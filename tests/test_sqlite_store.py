@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -341,27 +342,43 @@ def _indexes(db_path: str) -> set[str]:
         conn.close()
 
 
-def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_tasks(db_path: str) -> None:
+# what each older version had that the current one does not (and lacks what it has)
+_OLD_SCHEMAS = {
+    # version 1: two indexes on every state change, all pending tasks by run_after
+    1: """
+        DROP INDEX anytask_tasks_finished;
+        DROP INDEX anytask_tasks_delayed;
+        CREATE INDEX anytask_tasks_status ON anytask_tasks (status, seq);
+        CREATE INDEX anytask_tasks_lease ON anytask_tasks (lease_expires_at)
+            WHERE status = 'running';
+        CREATE INDEX anytask_tasks_run_after ON anytask_tasks (run_after)
+            WHERE status = 'pending';
+        UPDATE anytask_meta SET value = '1' WHERE key = 'schema_version';
+    """,
+    # version 2: all pending tasks by run_after
+    2: """
+        DROP INDEX anytask_tasks_delayed;
+        CREATE INDEX anytask_tasks_run_after ON anytask_tasks (run_after)
+            WHERE status = 'pending';
+        UPDATE anytask_meta SET value = '2' WHERE key = 'schema_version';
+    """,
+}
+
+
+@pytest.mark.parametrize("old", sorted(_OLD_SCHEMAS))
+def test_an_older_file_is_upgraded_in_place_and_keeps_its_tasks(db_path: str, old: int) -> None:
     async def create() -> None:
         store = SQLiteStore(db_path)
         await store.open()
         await store.insert([make(id=f"t{i}", priority=i % 2) for i in range(4)])
+        await store.insert([make(id="later", run_after=T0 + timedelta(seconds=60))])
         [done] = await store.claim("w", 1, T0, LEASE_UNTIL)
         await store.complete([Outcome(done.id, done.token, TaskStatus.FAILED, ended_at=T0)])
         await store.close()
 
     anyio.run(create)
-    # turn it into what version 1 wrote: its two indexes on every state change
     conn = sqlite3.connect(db_path)
-    conn.executescript(
-        """
-        DROP INDEX anytask_tasks_finished;
-        CREATE INDEX anytask_tasks_status ON anytask_tasks (status, seq);
-        CREATE INDEX anytask_tasks_lease ON anytask_tasks (lease_expires_at)
-            WHERE status = 'running';
-        UPDATE anytask_meta SET value = '1' WHERE key = 'schema_version';
-        """
-    )
+    conn.executescript(_OLD_SCHEMAS[old])
     conn.close()
 
     async def reopen() -> None:
@@ -369,10 +386,11 @@ def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_tasks(db_path: str)
         await store.open()
         try:
             counts = await store.counts()
-            assert counts[TaskStatus.PENDING] == 3
+            assert counts[TaskStatus.PENDING] == 4
             assert counts[TaskStatus.FAILED] == 1
             dead = await store.list(TaskQuery(statuses=frozenset({TaskStatus.FAILED})))
             assert [r.id for r in dead.items] == ["t1"]
+            assert await store.next_run_after() == T0 + timedelta(seconds=60)  # the new index
             claimed = await store.claim("w", 10, T0, LEASE_UNTIL)
             assert [r.id for r in claimed] == ["t3", "t0", "t2"]  # priority, then FIFO
         finally:
@@ -384,10 +402,10 @@ def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_tasks(db_path: str)
         "SELECT value FROM anytask_meta WHERE key = 'schema_version'"
     ).fetchone()
     conn.close()
-    assert int(version) == SCHEMA_VERSION == 2
+    assert int(version) == SCHEMA_VERSION == 3
     indexes = _indexes(db_path)
-    assert "anytask_tasks_finished" in indexes
-    assert not {"anytask_tasks_status", "anytask_tasks_lease"} & indexes
+    assert {"anytask_tasks_finished", "anytask_tasks_delayed"} <= indexes
+    assert not {"anytask_tasks_status", "anytask_tasks_lease", "anytask_tasks_run_after"} & indexes
 
 
 def test_missing_directory_is_an_error_and_not_created(tmp_path: Path) -> None:
@@ -604,3 +622,211 @@ def test_processes_opening_one_new_file_at_once_all_get_in(tmp_path: Path) -> No
             if proc.returncode != 0:
                 failures.append(err.strip().splitlines()[-1])
     assert failures == []
+
+
+# -- the cache of inserted tasks -------------------------------------------------------
+
+
+def _fields(rec: TaskRecord) -> dict[str, Any]:
+    return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+
+
+def _varied(i: int) -> TaskRecord:
+    """Records that differ in every field a claim hands out."""
+    return make(
+        id=f"v{i}",
+        name=f"job{i % 3}",
+        args=[i, {"nested": [i, "x"]}, None, 1.5] if i % 2 else [],
+        kwargs={"k": [i], "s": "é"} if i % 3 else {},
+        created_at=T0 + timedelta(microseconds=i),
+        run_after=T0 - timedelta(seconds=i),
+        priority=i % 4 - 1,
+        tags=["a", f"t{i}"] if i % 2 else [],
+        idempotency_key=f"key{i}" if i % 5 == 0 else None,
+        max_attempts=1 + i % 3,
+        timeout=None if i % 2 else 2.5,
+        requeue_on_interrupt=bool(i % 2),
+        schedule_id="every-minute" if i % 7 == 0 else None,
+        fire_at=T0 + timedelta(minutes=i) if i % 7 == 0 else None,
+        replay_of="old" if i % 4 == 0 else None,
+        token=i % 2,
+        attempts=i % 2,
+    )
+
+
+async def test_a_claim_from_the_insert_cache_equals_the_row_in_the_file(db_path: str) -> None:
+    store, other = SQLiteStore(db_path), SQLiteStore(db_path)
+    await store.open()
+    await other.open()
+    try:
+        await store.insert([_varied(i) for i in range(0, 40, 2)])
+        await other.insert([_varied(i) for i in range(1, 40, 2)])  # not in store's cache
+        assert len(store._fresh) == 20
+        later = T0 + timedelta(seconds=5)
+        claimed = await store.claim("me", 100, later, later + timedelta(seconds=30))
+        assert not store._fresh  # every cached one was claimed from the cache
+        assert len(claimed) == 40
+        # one order over both kinds: priority, then FIFO
+        assert [(r.priority, r.seq) for r in claimed] == sorted(
+            ((r.priority, r.seq) for r in claimed), key=lambda p: (-p[0], p[1])
+        )
+        for rec in claimed:
+            stored = await store.fetch(rec.id)
+            assert stored is not None
+            assert _fields(rec) == _fields(stored), rec.id
+            assert rec.status is TaskStatus.RUNNING
+            assert rec.owner == "me"
+            assert rec.started_at == later
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_a_task_claimed_again_is_read_back_from_the_file(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        payload = [1, 2]  # the caller's own list
+        await store.insert([make(id="r", args=[payload])])
+        [first] = await store.claim("me", 1, T0, LEASE_UNTIL)
+        first.args[0].append(3)  # the task changes its argument
+        assert payload == [1, 2]  # not the caller's (the claim came from the cache)
+        retry = Outcome(
+            "r",
+            first.token,
+            TaskStatus.PENDING,
+            error="boom",
+            error_type="ValueError",
+            ended_at=T0,
+            run_after=T0,
+            logs=["tried once"],
+            seq=first.seq,
+        )
+        assert await store.complete([retry]) == [True]
+        [second] = await store.claim("me", 1, T0, LEASE_UNTIL)
+        assert second.args == [[1, 2]]  # what was enqueued, not what the task made of it
+        assert (second.attempts, second.error, second.logs) == (2, "boom", ["tried once"])
+        stored = await store.fetch("r")
+        assert stored is not None
+        assert _fields(second) == _fields(stored)
+    finally:
+        await store.close()
+
+
+async def test_a_cached_task_changed_by_another_store_is_read_from_the_file(
+    db_path: str,
+) -> None:
+    store, other = SQLiteStore(db_path), SQLiteStore(db_path)
+    await store.open()
+    await other.open()
+    try:
+        await store.insert([make(id="a"), make(id="b")])
+        # another process claims "a" and gives it back for a retry, cancels "b"
+        [a] = await other.claim("them", 1, T0, LEASE_UNTIL)
+        out = Outcome("a", a.token, TaskStatus.PENDING, error="again", ended_at=T0, seq=a.seq)
+        assert await other.complete([out]) == [True]
+        assert await other.cancel("b", T0) is TaskStatus.CANCELLED
+        claimed = await store.claim("me", 5, T0, LEASE_UNTIL)
+        assert [r.id for r in claimed] == ["a"]
+        assert (claimed[0].attempts, claimed[0].token, claimed[0].error) == (2, 2, "again")
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_the_insert_cache_is_bounded_and_drops_old_entries_when_full(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anytask.stores import sqlite as module
+
+    monkeypatch.setattr(module, "_FRESH_LIMIT", 5)
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert([make(id=f"a{i}") for i in range(8)])
+        assert list(store._fresh) == [f"a{i}" for i in range(5)]  # full: the rest not kept
+        await store.cancel("a0", T0)
+        assert "a0" not in store._fresh
+        for task_id, (rec, kept_at) in store._fresh.items():  # kept two minutes ago
+            store._fresh[task_id] = (rec, kept_at - 120)
+        await store.insert([make(id=f"b{i}") for i in range(3)])
+        assert list(store._fresh) == ["b0", "b1", "b2"]
+        claimed = await store.claim("me", 20, T0, LEASE_UNTIL)
+        assert sorted(r.id for r in claimed) == sorted(
+            [f"a{i}" for i in range(1, 8)] + ["b0", "b1", "b2"]
+        )
+        for rec in claimed:
+            stored = await store.fetch(rec.id)
+            assert stored is not None
+            assert _fields(rec) == _fields(stored)
+    finally:
+        await store.close()
+
+
+# -- multi-row statements --------------------------------------------------------------
+
+
+async def test_batched_inserts_and_outcomes_answer_as_one_statement_per_row(
+    db_path: str,
+) -> None:
+    """Inserts and outcomes go in multi-row statements; what each row gets (inserted or
+    not, accepted or not) and the rows left behind are those of the in-memory store,
+    which applies them one by one."""
+    from anytask import MemoryStore
+
+    sqlite_store = SQLiteStore(db_path)
+    await sqlite_store.open()
+    stores: list[Any] = [MemoryStore(), sqlite_store]
+    answers: list[Any] = []
+    rows: list[Any] = []
+    try:
+        for store in stores:
+            await store.insert([make(id="old", idempotency_key="k-old")])
+            batch = [make(id=f"n{i}", priority=i % 3) for i in range(150)]  # chunks: 64+64+16+4+2
+            batch[10] = make(id="dup-key-1", idempotency_key="k1")
+            batch[20] = make(id="dup-key-2", idempotency_key="k1")  # same key in the batch
+            batch[30] = make(id="old")  # an id already stored
+            batch[40] = make(id="reuses-old-key", idempotency_key="k-old")
+            batch[50] = make(id="n51")  # the same id twice in the batch
+            inserted = await store.insert(batch)
+            claimed = await store.claim("me", 200, T0, LEASE_UNTIL)
+            by_id = {r.id: r for r in claimed}
+            outcomes = []
+            for i, rec in enumerate(sorted(claimed, key=lambda r: r.id)):
+                if i % 10 == 0:
+                    outcomes.append(Outcome(rec.id, rec.token + 1, TaskStatus.SUCCESS, seq=rec.seq))
+                elif i % 10 == 1:
+                    outcomes.append(
+                        Outcome(rec.id, rec.token, TaskStatus.PENDING, error="again", seq=rec.seq)
+                    )
+                elif i % 10 == 2:
+                    outcomes.append(Outcome(rec.id, rec.token, TaskStatus.FAILED, error="x"))
+                else:
+                    outcomes.append(
+                        Outcome(
+                            rec.id,
+                            rec.token,
+                            TaskStatus.SUCCESS,
+                            result={"i": i},
+                            logs=["done"] if i % 2 else None,
+                            ended_at=T0,
+                            seq=rec.seq,
+                        )
+                    )
+            for task_id in ("n3", "n4", "n5"):  # a second outcome for a row: the first counts
+                rec = by_id[task_id]
+                outcomes.append(Outcome(task_id, rec.token, TaskStatus.FAILED, seq=rec.seq))
+            completed = await store.complete(outcomes)
+            answers.append((inserted, [o.id for o in outcomes], completed))
+            page = await store.list(TaskQuery(limit=1000))
+            rows.append(
+                sorted((r.id, r.status, r.error, r.result, r.logs, r.attempts) for r in page.items)
+            )
+    finally:
+        await sqlite_store.close()
+    assert answers[0] == answers[1]
+    assert rows[0] == rows[1]
+    inserted, _, completed = answers[1]
+    assert inserted.count(False) == 4
+    assert True in completed
+    assert False in completed

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._errors import PayloadError
 
-__all__ = ["check_json", "clean_text", "dumps", "loads"]
+__all__ = ["check_json", "clean_text", "detached", "dumps", "loads"]
 
 _SCALARS = (int, bool, type(None))
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -88,3 +88,16 @@ def dumps(value: Any) -> str:
 
 def loads(text: str) -> Any:
     return _decoder.decode(text)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def detached(value: Any) -> Any:
+    """``value`` (a list or dict of JSON) as it is when it holds only scalars, else a deep
+    copy: what a task may change without touching the payload it came from."""
+    items = value.values() if type(value) is dict else value
+    for v in items:
+        if type(v) not in _PLAIN:
+            return loads(dumps(value))
+    return value

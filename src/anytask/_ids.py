@@ -23,18 +23,25 @@ _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
 _pool: list[str] = []
 
 
+# where each of the 36 characters of the text form comes from: a dash, or one of the 32
+# hex digits of the 16 bytes
+_DASHES = (8, 13, 18, 23)
+_DIGIT_AT = [(j, j - sum(d < j for d in _DASHES)) for j in range(36) if j not in _DASHES]
+
+
 def _refill() -> None:
     raw = bytearray(os.urandom(16 * _BATCH))
     raw[6::16] = raw[6::16].translate(_VERSION)
     raw[8::16] = raw[8::16].translate(_VARIANT)
-    h = raw.hex()
-    _pool.extend(  # atomic under the GIL, like pop()
-        [
-            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-"
-            f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
-            for i in range(0, len(h), 32)
-        ]
-    )
+    digits = raw.hex().encode("ascii")
+    # The text of all the ids at once, 36 characters and a space each, filled column by
+    # column with strided slices (C loops), then split: about a third of the cost of
+    # formatting each id from slices of the hex string.
+    text = bytearray(b"-" * (37 * _BATCH))
+    for column, digit in _DIGIT_AT:
+        text[column::37] = digits[digit::32]
+    text[36::37] = b" " * _BATCH
+    _pool.extend(text.decode("ascii").split())  # atomic under the GIL, like pop()
 
 
 def new_task_id() -> str:

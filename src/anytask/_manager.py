@@ -44,7 +44,7 @@ import anyio
 from anyio.abc import TaskStatus as AnyioTaskStatus
 
 from ._clock import Clock, SystemClock, from_ts, to_ts
-from ._codec import check_json, clean_text
+from ._codec import check_json, clean_text, detached
 from ._context import _Active, _current
 from ._errors import (
     ConfigurationError,
@@ -72,7 +72,7 @@ from ._models import (
 from ._registry import Registry, TaskDefinition
 from ._threads import call_soon_in_loop, run_in_daemon_thread
 from .stores.abc import Store
-from .stores.memory import MemoryStore, detached
+from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from .schedule import MisfirePolicy, OverlapPolicy, ScheduleInfo

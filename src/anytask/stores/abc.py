@@ -159,7 +159,12 @@ class Store(ABC):
 
     @abstractmethod
     async def next_run_after(self) -> datetime | None:
-        """The earliest ``run_after`` among pending records, or None when none is pending."""
+        """The earliest ``run_after`` among pending records, or None when none is pending.
+
+        The dispatcher asks this after a claim that found no more due records, to learn
+        when to claim again. A store may therefore leave out records that were due when
+        created (``run_after`` not after ``created_at``): the claim took every one of them
+        it could, and a record inserted since then comes with a claim of its own."""
 
     async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
         """Tasks that ended in ``[since, until)``, in ``buckets`` equal time buckets, with

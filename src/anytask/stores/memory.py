@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from .._codec import dumps, loads
+from .._codec import detached, dumps, loads
 from .._models import (
     TERMINAL,
     Metrics,
@@ -35,23 +35,10 @@ _RUNNING = TaskStatus.RUNNING
 _SUCCESS = TaskStatus.SUCCESS
 
 
-_SCALARS = (str, int, float, bool, type(None))
-
-
 def _clone(value: Any) -> Any:
     """A private copy of a JSON value (a shallow copy suffices when it holds scalars)."""
     private = detached(value)
     return value.copy() if private is value else private
-
-
-def detached(value: Any) -> Any:
-    """``value`` (a list or dict of JSON) as it is when it holds only scalars, else a deep
-    copy: what a task may change without touching the stored payload."""
-    items = value.values() if type(value) is dict else value
-    for v in items:
-        if type(v) not in _SCALARS:
-            return loads(dumps(value))
-    return value
 
 
 class MemoryStore(Store):

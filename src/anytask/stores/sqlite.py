@@ -18,6 +18,7 @@ task. Failures surface as the typed errors of :mod:`anytask._errors`.
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import random
 import sqlite3
@@ -32,7 +33,7 @@ import anyio
 import anyio.to_thread
 
 from .._clock import from_ts, to_ts
-from .._codec import dumps, loads
+from .._codec import detached, dumps, loads
 from .._errors import (
     ConfigurationError,
     SchemaVersionError,
@@ -61,7 +62,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 T = TypeVar("T")
 
 #: Version of the schema this module writes. A file with a higher version is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIN_SQLITE = (3, 37, 0)  # STRICT tables (3.37), RETURNING (3.35), json_each built in
 _HEADER = b"SQLite format 3\x00"
 _MAX_IDLE_READERS = 4
@@ -102,13 +103,18 @@ _COLUMNS = (
     "replay_of",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM anytask_tasks"
-_INSERT = (
-    f"INSERT INTO anytask_tasks ({', '.join(_COLUMNS[1:])}) "
-    f"VALUES ({', '.join('?' * (len(_COLUMNS) - 1))}) ON CONFLICT DO NOTHING"
-)
+_INSERT_HEAD = f"INSERT INTO anytask_tasks ({', '.join(_COLUMNS[1:])}) VALUES "
+_INSERT_ROW = f"({', '.join('?' * (len(_COLUMNS) - 1))})"
+_INSERT = f"{_INSERT_HEAD}{_INSERT_ROW} ON CONFLICT DO NOTHING"
+#: Rows per multi-row statement (inserts: 28 parameters a row, far below SQLite's 32766).
+_CHUNK = 64
 #: The condition of the partial index of ended tasks (pending and running rows, the ones
 #: that change all the time, stay out of it; their own partial indexes cover them).
 _FINISHED = "status NOT IN ('pending', 'running')"
+#: The condition of the partial index of delayed tasks: pending, and not due when created
+#: (a delay, a run_at, a retry's backoff, a requeue). Tasks due at once stay out of it, so
+#: that most inserts and claims do not touch it.
+_DELAYED = "status = 'pending' AND run_after > created_at"
 _STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 
@@ -156,8 +162,8 @@ CREATE UNIQUE INDEX anytask_tasks_fire ON anytask_tasks (schedule_id, fire_at)
     WHERE schedule_id IS NOT NULL AND fire_at IS NOT NULL;
 CREATE INDEX anytask_tasks_due ON anytask_tasks (priority DESC, seq, run_after)
     WHERE status = 'pending';
-CREATE INDEX anytask_tasks_run_after ON anytask_tasks (run_after)
-    WHERE status = 'pending';
+CREATE INDEX anytask_tasks_delayed ON anytask_tasks (run_after)
+    WHERE {_DELAYED};
 CREATE INDEX anytask_tasks_owner ON anytask_tasks (owner)
     WHERE status = 'running';
 CREATE INDEX anytask_tasks_finished ON anytask_tasks (status, seq)
@@ -175,15 +181,22 @@ CREATE TABLE anytask_schedules (
 ) STRICT;
 """
 
-#: Schema upgrades, by the version they start from (run in the opening transaction).
+#: Schema upgrades, by the version they start from (run in order, in the opening
+#: transaction).
 #: 1 -> 2: the indexes that every state change touched are gone: (status, seq) now covers
 #: ended tasks only, and recovery scans the running rows through the owner index.
+#: 2 -> 3: the index of pending tasks by run_after covers delayed ones only.
 _MIGRATIONS = {
     1: f"""
 DROP INDEX IF EXISTS anytask_tasks_status;
 DROP INDEX IF EXISTS anytask_tasks_lease;
 CREATE INDEX IF NOT EXISTS anytask_tasks_finished ON anytask_tasks (status, seq)
     WHERE {_FINISHED};
+""",
+    2: f"""
+DROP INDEX IF EXISTS anytask_tasks_run_after;
+CREATE INDEX IF NOT EXISTS anytask_tasks_delayed ON anytask_tasks (run_after)
+    WHERE {_DELAYED};
 """,
 }
 
@@ -200,6 +213,17 @@ WHERE seq IN (
 RETURNING {", ".join(_COLUMNS)}
 """
 
+#: The claim as run: it returns the keys only. The records come from the store's cache of
+#: the tasks it inserted (see ``SQLiteStore._fresh``) or, for the others, from one more
+#: read in the same transaction.
+_CLAIM_KEYS = _CLAIM[: _CLAIM.index("RETURNING")] + "RETURNING id, seq, attempts, token"
+_SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
+#: At most this many records are kept in the cache of inserted, unclaimed tasks (about
+#: 0.7 kB each). When it is full, records older than _FRESH_AGE seconds are dropped; a
+#: record not in the cache is read back from the file when claimed, as before.
+_FRESH_LIMIT = 10_000
+_FRESH_AGE = 60.0
+
 _COMPLETE_FINAL = """
 UPDATE anytask_tasks
 SET status = ?, owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
@@ -215,6 +239,26 @@ SET status = 'pending', owner = NULL, lease_expires_at = NULL, cancel_requested 
     ended_at = ?, run_after = coalesce(?, run_after)
 WHERE {key} AND token = ? AND status = 'running'
 """
+#: Final outcomes of many rows in one statement: each VALUES row holds the parameters of
+#: _COMPLETE_FINAL_SEQ, in its order (status, logs, error, error_type, traceback, ended_at,
+#: result, seq, id, token).
+_COMPLETE_FROM = """
+UPDATE anytask_tasks
+SET status = v.column1, owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
+    logs = coalesce(v.column2, anytask_tasks.logs), error = v.column3, error_type = v.column4,
+    traceback = v.column5, ended_at = v.column6, result = v.column7
+FROM (VALUES {values}) AS v
+WHERE anytask_tasks.seq = v.column8 AND anytask_tasks.id = v.column9
+    AND anytask_tasks.token = v.column10 AND anytask_tasks.status = 'running'
+RETURNING anytask_tasks.seq
+"""
+
+
+@functools.cache
+def _multi_complete(n: int) -> str:
+    return _COMPLETE_FROM.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+
+
 # an outcome that knows its record's seq finds the row by its rowid (no lookup in the id
 # index); the id must match too
 _BY_SEQ, _BY_ID = "seq = ? AND id = ?", "id = ?"
@@ -280,6 +324,7 @@ def _dump_list(values: Sequence[Any]) -> str:
 
 
 _STATUS = {s.value: s for s in TaskStatus}
+_PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING
 
 
 def _row_to_record(row: Sequence[Any], times: dict[float, datetime] | None = None) -> TaskRecord:
@@ -436,9 +481,45 @@ def _where(query: TaskQuery, *, paged: bool) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _chunks(total: int) -> list[tuple[int, int]]:
+    """``(start, size)`` pieces of ``total`` rows: full chunks of ``_CHUNK``, then the
+    rest in powers of two, so that a handful of statement texts (each prepared once and
+    kept in the connection's statement cache) serve every batch size."""
+    pieces = [(start, _CHUNK) for start in range(0, total - total % _CHUNK, _CHUNK)]
+    start, size = total - total % _CHUNK, _CHUNK // 2
+    while start < total:
+        if total - start >= size:
+            pieces.append((start, size))
+            start += size
+        size //= 2
+    return pieces
+
+
+@functools.cache
+def _multi_insert(n: int) -> str:
+    return f"{_INSERT_HEAD}{', '.join([_INSERT_ROW] * n)} ON CONFLICT DO NOTHING RETURNING id"
+
+
 def _insert_sync(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+    """Insert rows (``_record_params``) in multi-row statements; for each, whether it was
+    inserted (False: a conflict on its id, idempotency key or schedule fire, which leaves
+    the stored row as it is). Rows go in in order, so of two rows of one batch with the
+    same key the first wins, as with one statement per row."""
+    if len(rows) == 1:
+        return [conn.execute(_INSERT, rows[0]).rowcount == 1]
+    inserted: set[str] = set()
     execute = conn.execute
-    return [execute(_INSERT, row).rowcount == 1 for row in rows]
+    for start, size in _chunks(len(rows)):
+        params = [value for row in rows[start : start + size] for value in row]
+        inserted.update(task_id for (task_id,) in execute(_multi_insert(size), params))
+    if len(inserted) == len(rows):
+        return [True] * len(rows)
+    done: list[bool] = []
+    for row in rows:
+        task_id = row[0]
+        done.append(task_id in inserted)
+        inserted.discard(task_id)  # a second row with the same id was not inserted
+    return done
 
 
 def _claim_params(
@@ -447,10 +528,33 @@ def _claim_params(
     return (owner, to_ts(lease_until), to_ts(now), to_ts(now), limit)
 
 
-def _claimed(rows: Sequence[Any]) -> list[TaskRecord]:
+#: What a claim's transaction hands back: the cached records it claimed (each with its
+#: seq), and the rows of the others.
+_Claim = tuple[list[tuple[TaskRecord, int]], list[Any]]
+
+
+def _claimed(found: _Claim, owner: str, now: datetime, lease_until: datetime) -> list[TaskRecord]:
+    """The claimed records, highest priority first, then FIFO. A cached record is the
+    store's own copy, made at insert; it gets what the claim wrote to its row."""
+    hits, rows = found
     times: dict[float, datetime] = {}  # one claim: one start time and one lease expiry
     claimed = [_row_to_record(row, times) for row in rows]
-    claimed.sort(key=lambda r: (-r.priority, r.seq))
+    for rec, seq in hits:
+        rec.seq = seq
+        rec.status = _RUNNING
+        rec.owner = owner
+        rec.lease_expires_at = lease_until
+        rec.started_at = now
+        rec.ended_at = None
+        rec.attempts += 1
+        rec.token += 1
+        rec.cancel_requested = False
+        if rec.args or rec.kwargs:
+            # fresh objects, as when decoded from the file: the task may change them
+            rec.args, rec.kwargs = detached(rec.args), detached(rec.kwargs)
+        claimed.append(rec)
+    if len(claimed) > 1:
+        claimed.sort(key=lambda r: (-r.priority, r.seq))
     return claimed
 
 
@@ -489,8 +593,36 @@ def _outcome_params(outcomes: Sequence[Outcome]) -> list[tuple[str, tuple[Any, .
 def _complete_sync(
     conn: sqlite3.Connection, rows: Sequence[tuple[str, tuple[Any, ...]]]
 ) -> list[bool]:
+    """Apply outcomes (``_outcome_params``); for each, whether it was accepted. Final
+    outcomes found by ``seq`` go in multi-row ``UPDATE ... FROM (VALUES ...)`` statements;
+    the others (retries, outcomes known by id only, any after an earlier outcome for the
+    same task) one by one, after them, in their order."""
+    done = [False] * len(rows)
+    batch: list[int] = []
+    rest: list[int] = []
+    seen: set[str] = set()  # task ids: a row's outcomes apply in their order
+    for i, (sql, params) in enumerate(rows):
+        task_id = params[-2]  # (..., id, token) in every form
+        if sql is _COMPLETE_FINAL_SEQ and task_id not in seen:
+            batch.append(i)
+        else:
+            rest.append(i)
+        seen.add(task_id)
+    if len(batch) > 1:
+        accepted: set[int] = set()
+        for start, size in _chunks(len(batch)):
+            values = [value for i in batch[start : start + size] for value in rows[i][1]]
+            accepted.update(seq for (seq,) in conn.execute(_multi_complete(size), values))
+        for i in batch:
+            done[i] = rows[i][1][7] in accepted
+    else:
+        rest[:0] = batch
+        rest.sort()
     execute = conn.execute
-    return [execute(sql, params).rowcount == 1 for sql, params in rows]
+    for i in rest:
+        sql, params = rows[i]
+        done[i] = execute(sql, params).rowcount == 1
+    return done
 
 
 class SQLiteStore(Store):
@@ -549,6 +681,11 @@ class SQLiteStore(Store):
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
         self._writer_thread = SerialThread("anytask sqlite writer")
+        # Copies of the pending tasks this store inserted and nobody has claimed yet, by
+        # id, with when they were kept: a claim of one of them reads only its keys back
+        # (decoding ~30 columns per claimed row cost more than the claim itself). Used by
+        # the writer thread only.
+        self._fresh: dict[str, tuple[TaskRecord, float]] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -657,13 +794,66 @@ class SQLiteStore(Store):
             raise StoreError(f"{self!r} is not open")
         return await anyio.to_thread.run_sync(self._read_sync, fn, limiter=limiter)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        committed: Callable[[T], object] | None = None,
+    ) -> T:
         """Run ``fn`` in one write transaction on the store's own writer thread (see
         :class:`SerialThread`: every enqueue and group commit waits for one such round
-        trip). A write always runs to its end: a committed claim reaches the caller."""
+        trip), then ``committed(result)`` there once the transaction committed. A write
+        always runs to its end: a committed claim reaches the caller."""
         if self._write_limiter is None:
             raise StoreError(f"{self!r} is not open")
-        return cast(T, await self._writer_thread.call(lambda: self._write_sync(fn)))
+        if committed is None:
+            return cast(T, await self._writer_thread.call(lambda: self._write_sync(fn)))
+
+        def job() -> T:
+            result = self._write_sync(fn)
+            committed(result)
+            return result
+
+        return cast(T, await self._writer_thread.call(job))
+
+    # -- the cache of inserted tasks (writer thread only) --------------------------------
+    def _remember(self, records: Sequence[TaskRecord], inserted: Sequence[bool]) -> None:
+        """Keep copies of the pending records just inserted (committed), while there is
+        room; when the cache is full, first drop what it has kept for over _FRESH_AGE
+        (tasks claimed by another process or cancelled by one stay in it till then)."""
+        fresh = self._fresh
+        now = time.monotonic()
+        for rec, ok in zip(records, inserted, strict=True):
+            if ok and rec.status is _PENDING:
+                if len(fresh) >= _FRESH_LIMIT and not self._age_out(now):
+                    return
+                fresh[rec.id] = (rec.copy(), now)
+
+    def _age_out(self, now: float) -> bool:
+        fresh = self._fresh
+        cutoff = now - _FRESH_AGE
+        while fresh:
+            oldest = next(iter(fresh))
+            if fresh[oldest][1] > cutoff:
+                break
+            del fresh[oldest]
+        return len(fresh) < _FRESH_LIMIT
+
+    def _claim_sync(self, conn: sqlite3.Connection, params: tuple[Any, ...]) -> _Claim:
+        """Run the claim; each claimed task comes from the cache when the cached copy is
+        the row as it was inserted (its first claim), else from one read by seq."""
+        fresh = self._fresh
+        hits: builtins.list[tuple[TaskRecord, int]] = []
+        missed: builtins.list[int] = []
+        for task_id, seq, attempts, token in conn.execute(_CLAIM_KEYS, params).fetchall():
+            kept = fresh.pop(task_id, None)
+            if kept is not None:
+                rec = kept[0]
+                if rec.token + 1 == token and rec.attempts + 1 == attempts:
+                    hits.append((rec, seq))
+                    continue
+            missed.append(seq)
+        rows = conn.execute(_SELECT_SEQS, (dumps(missed),)).fetchall() if missed else []
+        return hits, rows
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -788,9 +978,10 @@ class SQLiteStore(Store):
                 f"(missing: {', '.join(sorted(missing)) or 'nothing'}, version {version})"
             )
         if create and version < SCHEMA_VERSION:
-            for statement in _MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute(
                 "UPDATE anytask_meta SET value = ? WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),
@@ -812,6 +1003,7 @@ class SQLiteStore(Store):
 
     def _close_writer(self) -> None:
         with self._write_lock:
+            self._fresh.clear()
             conn, self._writer = self._writer, None
             if conn is not None:
                 conn.close()
@@ -899,10 +1091,14 @@ class SQLiteStore(Store):
         return await self._read(run)
 
     async def next_run_after(self) -> datetime | None:
+        """The earliest ``run_after`` of the pending tasks that were delayed. Tasks due
+        when created are left out (the store's licence, see :class:`Store`): the claim
+        that led the dispatcher here took every one of them it could."""
+
         def run(conn: sqlite3.Connection) -> float | None:
             row = conn.execute(
-                "SELECT min(run_after) FROM anytask_tasks INDEXED BY anytask_tasks_run_after "
-                "WHERE status = 'pending'"
+                "SELECT min(run_after) FROM anytask_tasks INDEXED BY anytask_tasks_delayed "
+                f"WHERE {_DELAYED}"
             ).fetchone()
             return None if row is None else row[0]
 
@@ -966,7 +1162,9 @@ class SQLiteStore(Store):
         if not records:
             return []
         rows = [_record_params(rec) for rec in records]  # encode outside the writer
-        return await self._write(lambda conn: _insert_sync(conn, rows))
+        return await self._write(
+            lambda conn: _insert_sync(conn, rows), lambda done: self._remember(records, done)
+        )
 
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
@@ -974,7 +1172,8 @@ class SQLiteStore(Store):
         if limit <= 0:
             return []
         params = _claim_params(owner, limit, now, lease_until)
-        return _claimed(await self._write(lambda conn: conn.execute(_CLAIM, params).fetchall()))
+        found = await self._write(lambda conn: self._claim_sync(conn, params))
+        return _claimed(found, owner, now, lease_until)
 
     async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
         if not outcomes:
@@ -1001,14 +1200,17 @@ class SQLiteStore(Store):
 
         def run(
             conn: sqlite3.Connection,
-        ) -> tuple[builtins.list[bool], builtins.list[bool], builtins.list[Any]]:
+        ) -> tuple[builtins.list[bool], builtins.list[bool], _Claim | None]:
             inserted = _insert_sync(conn, inserts)
             completed = _complete_sync(conn, completes)
-            rows = [] if claim is None else conn.execute(_CLAIM, claim).fetchall()
-            return inserted, completed, rows
+            return inserted, completed, None if claim is None else self._claim_sync(conn, claim)
 
-        inserted, completed, rows = await self._write(run)
-        return BatchResult(inserted, completed, _claimed(rows))
+        inserted, completed, found = await self._write(
+            run, lambda done: self._remember(records, done[0]) if records else None
+        )
+        if found is None:
+            return BatchResult(inserted, completed)
+        return BatchResult(inserted, completed, _claimed(found, owner, now, lease_until))
 
     async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
         params = (to_ts(lease_until), owner)
@@ -1042,6 +1244,7 @@ class SQLiteStore(Store):
         params = (task_id, to_ts(now))
 
         def run(conn: sqlite3.Connection) -> Any:
+            self._fresh.pop(task_id, None)
             return conn.execute(_CANCEL, params).fetchone()
 
         row = await self._write(run)
@@ -1051,6 +1254,7 @@ class SQLiteStore(Store):
         params = (to_ts(now), _LEFT_PENDING_ERROR, to_ts(created_before))
 
         def run(conn: sqlite3.Connection) -> int:
+            self._fresh.clear()
             return conn.execute(
                 "UPDATE anytask_tasks SET status = 'interrupted', ended_at = ?, "
                 "error_type = 'Interrupted', error = ? "
