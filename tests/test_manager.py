@@ -18,6 +18,7 @@ from anytask import (
     ManagerStateError,
     MemoryStore,
     RunState,
+    SQLiteStore,
     TaskManager,
     TaskNotFound,
     TaskQuery,
@@ -436,7 +437,6 @@ async def test_sqlite_one_task_on_an_idle_manager_costs_two_write_transactions(
     # enqueue = insert + claim in one commit, then the outcome's commit; the dispatcher
     # must not add an empty claim transaction after each commit (it would hold up the
     # next enqueue's commit behind it)
-    from anytask.stores.sqlite import SQLiteStore
 
     store = SQLiteStore(str(tmp_path / "t.db"))
     tm = TaskManager(store=store, max_concurrency=4, lease=3600)  # no heartbeat meanwhile
@@ -484,6 +484,32 @@ async def test_a_task_changing_its_arguments_leaves_the_stored_ones_alone() -> N
     assert seen == [([1, [2]], {"x": 1}), ([1, [2]], {"x": 1})]  # the retry sees the original
     assert rec.args == [[1, [2]]]
     assert rec.kwargs == {"opts": {"x": 1}}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_the_caller_changing_its_arguments_after_add_task_changes_nothing(
+    kind: str, tmp_path: Path
+) -> None:
+    # add_task returns before the group commit encodes the arguments: what is stored and
+    # run must be what they were at the call
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+    seen: list[tuple[Any, Any]] = []
+
+    @tm.task
+    async def process(items: list[Any], opts: dict[str, Any]) -> None:
+        seen.append((items, opts))
+
+    async with tm:
+        items: list[Any] = [1, [2]]
+        opts: dict[str, Any] = {"x": [1]}
+        task_id = tm.add_task(process, items, opts=opts)
+        items.clear()
+        opts["x"].append(2)
+        rec = await tm.wait(task_id, timeout=5)
+    assert seen == [([1, [2]], {"x": [1]})]
+    assert rec.args == [[1, [2]]]
+    assert rec.kwargs == {"opts": {"x": [1]}}
 
 
 async def test_an_attempt_whose_lease_ran_out_gives_way_to_the_new_claim() -> None:

@@ -624,7 +624,7 @@ def test_processes_opening_one_new_file_at_once_all_get_in(tmp_path: Path) -> No
     assert failures == []
 
 
-# -- the cache of inserted tasks -------------------------------------------------------
+# -- what a claim hands out ---------------------------------------------------------------
 
 
 def _fields(rec: TaskRecord) -> dict[str, Any]:
@@ -654,19 +654,17 @@ def _varied(i: int) -> TaskRecord:
     )
 
 
-async def test_a_claim_from_the_insert_cache_equals_the_row_in_the_file(db_path: str) -> None:
+async def test_a_claimed_record_equals_its_row_in_the_file(db_path: str) -> None:
     store, other = SQLiteStore(db_path), SQLiteStore(db_path)
     await store.open()
     await other.open()
     try:
         await store.insert([_varied(i) for i in range(0, 40, 2)])
-        await other.insert([_varied(i) for i in range(1, 40, 2)])  # not in store's cache
-        assert len(store._fresh) == 20
+        await other.insert([_varied(i) for i in range(1, 40, 2)])
         later = T0 + timedelta(seconds=5)
         claimed = await store.claim("me", 100, later, later + timedelta(seconds=30))
-        assert not store._fresh  # every cached one was claimed from the cache
         assert len(claimed) == 40
-        # one order over both kinds: priority, then FIFO
+        # priority, then FIFO
         assert [(r.priority, r.seq) for r in claimed] == sorted(
             ((r.priority, r.seq) for r in claimed), key=lambda p: (-p[0], p[1])
         )
@@ -690,7 +688,7 @@ async def test_a_task_claimed_again_is_read_back_from_the_file(db_path: str) -> 
         await store.insert([make(id="r", args=[payload])])
         [first] = await store.claim("me", 1, T0, LEASE_UNTIL)
         first.args[0].append(3)  # the task changes its argument
-        assert payload == [1, 2]  # not the caller's (the claim came from the cache)
+        assert payload == [1, 2]  # not the caller's
         retry = Outcome(
             "r",
             first.token,
@@ -713,7 +711,7 @@ async def test_a_task_claimed_again_is_read_back_from_the_file(db_path: str) -> 
         await store.close()
 
 
-async def test_a_cached_task_changed_by_another_store_is_read_from_the_file(
+async def test_a_task_changed_by_another_store_is_claimed_as_it_now_is(
     db_path: str,
 ) -> None:
     store, other = SQLiteStore(db_path), SQLiteStore(db_path)
@@ -732,35 +730,6 @@ async def test_a_cached_task_changed_by_another_store_is_read_from_the_file(
     finally:
         await store.close()
         await other.close()
-
-
-async def test_the_insert_cache_is_bounded_and_drops_old_entries_when_full(
-    db_path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from anytask.stores import sqlite as module
-
-    monkeypatch.setattr(module, "_FRESH_LIMIT", 5)
-    store = SQLiteStore(db_path)
-    await store.open()
-    try:
-        await store.insert([make(id=f"a{i}") for i in range(8)])
-        assert list(store._fresh) == [f"a{i}" for i in range(5)]  # full: the rest not kept
-        await store.cancel("a0", T0)
-        assert "a0" not in store._fresh
-        for task_id, (rec, kept_at) in store._fresh.items():  # kept two minutes ago
-            store._fresh[task_id] = (rec, kept_at - 120)
-        await store.insert([make(id=f"b{i}") for i in range(3)])
-        assert list(store._fresh) == ["b0", "b1", "b2"]
-        claimed = await store.claim("me", 20, T0, LEASE_UNTIL)
-        assert sorted(r.id for r in claimed) == sorted(
-            [f"a{i}" for i in range(1, 8)] + ["b0", "b1", "b2"]
-        )
-        for rec in claimed:
-            stored = await store.fetch(rec.id)
-            assert stored is not None
-            assert _fields(rec) == _fields(stored)
-    finally:
-        await store.close()
 
 
 # -- multi-row statements --------------------------------------------------------------
@@ -830,3 +799,85 @@ async def test_batched_inserts_and_outcomes_answer_as_one_statement_per_row(
     assert inserted.count(False) == 4
     assert True in completed
     assert False in completed
+
+
+async def test_a_task_inserted_and_claimed_in_one_commit_equals_its_row(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        records = [_varied(i) for i in range(6)]
+        res = await store.write_batch(records, [], "me", 4, T0, LEASE_UNTIL)
+        assert res.inserted == [True] * 6
+        assert len(res.claimed) == 4
+        for rec in res.claimed:
+            stored = await store.fetch(rec.id)
+            assert stored is not None
+            assert _fields(rec) == _fields(stored)
+        assert all(r.status is TaskStatus.PENDING for r in records)  # the caller's: untouched
+    finally:
+        await store.close()
+
+
+async def test_delayed_tasks_and_retries_run_when_due_not_at_the_next_poll(db_path: str) -> None:
+    """The dispatcher learns when to claim again from the delayed-tasks index; with a poll
+    interval of 30 s, anything that waited for a poll would miss the deadline below."""
+    tm = TaskManager(snapshot_db=db_path, poll_interval=30.0)
+    calls: list[str] = []
+
+    @tm.task(retries=1, delay=0.3)
+    async def flaky() -> str:
+        calls.append("flaky")
+        if calls.count("flaky") == 1:
+            raise RuntimeError("first try")
+        return "ok"
+
+    @tm.task
+    async def plain(i: int) -> int:
+        return i
+
+    async with tm:
+        with anyio.fail_after(5):
+            later = await tm.enqueue(plain, 1, delay=0.4)
+            retried = await tm.enqueue(flaky)
+            now_ids = [await tm.enqueue(plain, i) for i in range(5)]
+            for task_id in now_ids:
+                assert (await tm.wait(task_id)).status is TaskStatus.SUCCESS
+            rec = await tm.wait(retried)
+            assert rec.status is TaskStatus.SUCCESS
+            assert rec.attempts == 2
+            assert (await tm.wait(later)).status is TaskStatus.SUCCESS
+
+
+async def test_batch_answers_hold_for_a_repeated_id_and_a_borrowed_seq(db_path: str) -> None:
+    """Two rows of one batch with the same id, the first refused on another key: the same
+    answers as the in-memory store. Outcomes that carry another task's seq are refused
+    (the row found by seq must have the outcome's id) and change nothing."""
+    from anytask import MemoryStore
+
+    sqlite_store = SQLiteStore(db_path)
+    await sqlite_store.open()
+    answers = []
+    try:
+        for store in (MemoryStore(), sqlite_store):
+            await store.insert([make(id="holder", idempotency_key="K")])
+            batch = [make(id="X", idempotency_key="K"), make(id="X", args=["B"]), make(id="Z")]
+            inserted = await store.insert(batch)
+            stored = await store.fetch("X")
+            assert stored is not None
+            answers.append((inserted, stored.args, stored.idempotency_key))
+        claimed = {r.id: r for r in await sqlite_store.claim("me", 10, T0, LEASE_UNTIL)}
+        x = claimed["X"]
+        outcomes = [
+            Outcome(rid, claimed[rid].token, TaskStatus.SUCCESS, ended_at=T0, seq=x.seq)
+            for rid in ("Z", "X", "holder")
+        ]
+        assert await sqlite_store.complete(outcomes) == [False, True, False]
+        statuses = {rid: (await sqlite_store.fetch(rid)).status for rid in claimed}  # type: ignore[union-attr]
+    finally:
+        await sqlite_store.close()
+    assert answers[0] == answers[1] == ([False, True, True], ["B"], None)
+    assert statuses == {
+        "X": TaskStatus.SUCCESS,
+        "Z": TaskStatus.RUNNING,
+        "holder": TaskStatus.RUNNING,
+    }

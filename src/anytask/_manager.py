@@ -463,14 +463,16 @@ class TaskManager:
                     check_json(value, f"argument {k!r} of {defn.name}")
             priority, tags, max_attempts, timeout, requeue = defn.record_defaults
             created = self.clock.now()
+            # the arguments are copied where they nest (detached): a group commit encodes
+            # them later, and the caller may change its lists and dicts meanwhile
             # positional, in field order: id, name, args, kwargs, created_at, run_after,
             # status, priority, tags, idempotency_key, started_at, ended_at, attempts,
             # max_attempts, timeout, requeue_on_interrupt
             return TaskRecord(
                 new_task_id(),
                 defn.name,
-                list(args) if args else [],
-                kwargs,
+                detached(list(args)) if args else [],
+                detached(kwargs) if kwargs else kwargs,
                 created,
                 created,
                 _PENDING,
@@ -528,8 +530,8 @@ class TaskManager:
         return TaskRecord(
             id=key_task_id(key) if key is not None else new_task_id(),
             name=defn.name,
-            args=list(args),
-            kwargs=kwargs,
+            args=detached(list(args)),
+            kwargs=detached(kwargs),
             created_at=created,
             run_after=created if run_ts == now else from_ts(run_ts),
             priority=prio,

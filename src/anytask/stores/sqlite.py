@@ -2,9 +2,9 @@
 
 Built on the standard library's :mod:`sqlite3` (``aiosqlite`` does not run under trio):
 
-* one *writer* connection, used by one worker thread at a time through an
-  ``anyio.CapacityLimiter(1)``; every write is one ``BEGIN IMMEDIATE`` transaction, and a
-  batch (``insert``, ``complete``) is one transaction;
+* one *writer* connection, used by a thread the store owns (:class:`SerialThread`); every
+  write is one ``BEGIN IMMEDIATE`` transaction, and a batch (``insert``, ``complete``,
+  ``write_batch``) is one transaction of multi-row statements;
 * a small pool of *reader* connections (``PRAGMA query_only``) for the async reads and
   for the synchronous :meth:`SQLiteStore.get`, which works from any thread;
 * WAL journal, ``STRICT`` tables, timestamps as REAL epoch seconds, payloads as JSON text
@@ -33,7 +33,7 @@ import anyio
 import anyio.to_thread
 
 from .._clock import from_ts, to_ts
-from .._codec import detached, dumps, loads
+from .._codec import dumps, loads
 from .._errors import (
     ConfigurationError,
     SchemaVersionError,
@@ -213,17 +213,6 @@ WHERE seq IN (
 RETURNING {", ".join(_COLUMNS)}
 """
 
-#: The claim as run: it returns the keys only. The records come from the store's cache of
-#: the tasks it inserted (see ``SQLiteStore._fresh``) or, for the others, from one more
-#: read in the same transaction.
-_CLAIM_KEYS = _CLAIM[: _CLAIM.index("RETURNING")] + "RETURNING id, seq, attempts, token"
-_SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
-#: At most this many records are kept in the cache of inserted, unclaimed tasks (about
-#: 0.7 kB each). When it is full, records older than _FRESH_AGE seconds are dropped; a
-#: record not in the cache is read back from the file when claimed, as before.
-_FRESH_LIMIT = 10_000
-_FRESH_AGE = 60.0
-
 _COMPLETE_FINAL = """
 UPDATE anytask_tasks
 SET status = ?, owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
@@ -250,7 +239,7 @@ SET status = v.column1, owner = NULL, lease_expires_at = NULL, cancel_requested 
 FROM (VALUES {values}) AS v
 WHERE anytask_tasks.seq = v.column8 AND anytask_tasks.id = v.column9
     AND anytask_tasks.token = v.column10 AND anytask_tasks.status = 'running'
-RETURNING anytask_tasks.seq
+RETURNING anytask_tasks.seq, anytask_tasks.id
 """
 
 
@@ -324,7 +313,6 @@ def _dump_list(values: Sequence[Any]) -> str:
 
 
 _STATUS = {s.value: s for s in TaskStatus}
-_PENDING, _RUNNING = TaskStatus.PENDING, TaskStatus.RUNNING
 
 
 def _row_to_record(row: Sequence[Any], times: dict[float, datetime] | None = None) -> TaskRecord:
@@ -505,21 +493,17 @@ def _insert_sync(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> l
     inserted (False: a conflict on its id, idempotency key or schedule fire, which leaves
     the stored row as it is). Rows go in in order, so of two rows of one batch with the
     same key the first wins, as with one statement per row."""
-    if len(rows) == 1:
-        return [conn.execute(_INSERT, rows[0]).rowcount == 1]
-    inserted: set[str] = set()
     execute = conn.execute
+    if len(rows) == 1 or len({row[0] for row in rows}) < len(rows):
+        # one row, or one id twice (which of them went in cannot be told by id)
+        return [execute(_INSERT, row).rowcount == 1 for row in rows]
+    inserted: set[str] = set()
     for start, size in _chunks(len(rows)):
         params = [value for row in rows[start : start + size] for value in row]
         inserted.update(task_id for (task_id,) in execute(_multi_insert(size), params))
     if len(inserted) == len(rows):
         return [True] * len(rows)
-    done: list[bool] = []
-    for row in rows:
-        task_id = row[0]
-        done.append(task_id in inserted)
-        inserted.discard(task_id)  # a second row with the same id was not inserted
-    return done
+    return [row[0] in inserted for row in rows]
 
 
 def _claim_params(
@@ -528,33 +512,10 @@ def _claim_params(
     return (owner, to_ts(lease_until), to_ts(now), to_ts(now), limit)
 
 
-#: What a claim's transaction hands back: the cached records it claimed (each with its
-#: seq), and the rows of the others.
-_Claim = tuple[list[tuple[TaskRecord, int]], list[Any]]
-
-
-def _claimed(found: _Claim, owner: str, now: datetime, lease_until: datetime) -> list[TaskRecord]:
-    """The claimed records, highest priority first, then FIFO. A cached record is the
-    store's own copy, made at insert; it gets what the claim wrote to its row."""
-    hits, rows = found
+def _claimed(rows: Sequence[Any]) -> list[TaskRecord]:
     times: dict[float, datetime] = {}  # one claim: one start time and one lease expiry
     claimed = [_row_to_record(row, times) for row in rows]
-    for rec, seq in hits:
-        rec.seq = seq
-        rec.status = _RUNNING
-        rec.owner = owner
-        rec.lease_expires_at = lease_until
-        rec.started_at = now
-        rec.ended_at = None
-        rec.attempts += 1
-        rec.token += 1
-        rec.cancel_requested = False
-        if rec.args or rec.kwargs:
-            # fresh objects, as when decoded from the file: the task may change them
-            rec.args, rec.kwargs = detached(rec.args), detached(rec.kwargs)
-        claimed.append(rec)
-    if len(claimed) > 1:
-        claimed.sort(key=lambda r: (-r.priority, r.seq))
+    claimed.sort(key=lambda r: (-r.priority, r.seq))
     return claimed
 
 
@@ -609,12 +570,13 @@ def _complete_sync(
             rest.append(i)
         seen.add(task_id)
     if len(batch) > 1:
-        accepted: set[int] = set()
+        accepted: set[tuple[int, str]] = set()  # (seq, id) of the rows updated
         for start, size in _chunks(len(batch)):
             values = [value for i in batch[start : start + size] for value in rows[i][1]]
-            accepted.update(seq for (seq,) in conn.execute(_multi_complete(size), values))
+            accepted.update(conn.execute(_multi_complete(size), values).fetchall())
         for i in batch:
-            done[i] = rows[i][1][7] in accepted
+            params = rows[i][1]
+            done[i] = (params[7], params[8]) in accepted
     else:
         rest[:0] = batch
         rest.sort()
@@ -681,11 +643,6 @@ class SQLiteStore(Store):
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
         self._writer_thread = SerialThread("anytask sqlite writer")
-        # Copies of the pending tasks this store inserted and nobody has claimed yet, by
-        # id, with when they were kept: a claim of one of them reads only its keys back
-        # (decoding ~30 columns per claimed row cost more than the claim itself). Used by
-        # the writer thread only.
-        self._fresh: dict[str, tuple[TaskRecord, float]] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -794,66 +751,13 @@ class SQLiteStore(Store):
             raise StoreError(f"{self!r} is not open")
         return await anyio.to_thread.run_sync(self._read_sync, fn, limiter=limiter)
 
-    async def _write(
-        self,
-        fn: Callable[[sqlite3.Connection], T],
-        committed: Callable[[T], object] | None = None,
-    ) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction on the store's own writer thread (see
         :class:`SerialThread`: every enqueue and group commit waits for one such round
-        trip), then ``committed(result)`` there once the transaction committed. A write
-        always runs to its end: a committed claim reaches the caller."""
+        trip). A write always runs to its end: a committed claim reaches the caller."""
         if self._write_limiter is None:
             raise StoreError(f"{self!r} is not open")
-        if committed is None:
-            return cast(T, await self._writer_thread.call(lambda: self._write_sync(fn)))
-
-        def job() -> T:
-            result = self._write_sync(fn)
-            committed(result)
-            return result
-
-        return cast(T, await self._writer_thread.call(job))
-
-    # -- the cache of inserted tasks (writer thread only) --------------------------------
-    def _remember(self, records: Sequence[TaskRecord], inserted: Sequence[bool]) -> None:
-        """Keep copies of the pending records just inserted (committed), while there is
-        room; when the cache is full, first drop what it has kept for over _FRESH_AGE
-        (tasks claimed by another process or cancelled by one stay in it till then)."""
-        fresh = self._fresh
-        now = time.monotonic()
-        for rec, ok in zip(records, inserted, strict=True):
-            if ok and rec.status is _PENDING:
-                if len(fresh) >= _FRESH_LIMIT and not self._age_out(now):
-                    return
-                fresh[rec.id] = (rec.copy(), now)
-
-    def _age_out(self, now: float) -> bool:
-        fresh = self._fresh
-        cutoff = now - _FRESH_AGE
-        while fresh:
-            oldest = next(iter(fresh))
-            if fresh[oldest][1] > cutoff:
-                break
-            del fresh[oldest]
-        return len(fresh) < _FRESH_LIMIT
-
-    def _claim_sync(self, conn: sqlite3.Connection, params: tuple[Any, ...]) -> _Claim:
-        """Run the claim; each claimed task comes from the cache when the cached copy is
-        the row as it was inserted (its first claim), else from one read by seq."""
-        fresh = self._fresh
-        hits: builtins.list[tuple[TaskRecord, int]] = []
-        missed: builtins.list[int] = []
-        for task_id, seq, attempts, token in conn.execute(_CLAIM_KEYS, params).fetchall():
-            kept = fresh.pop(task_id, None)
-            if kept is not None:
-                rec = kept[0]
-                if rec.token + 1 == token and rec.attempts + 1 == attempts:
-                    hits.append((rec, seq))
-                    continue
-            missed.append(seq)
-        rows = conn.execute(_SELECT_SEQS, (dumps(missed),)).fetchall() if missed else []
-        return hits, rows
+        return cast(T, await self._writer_thread.call(lambda: self._write_sync(fn)))
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -1003,7 +907,6 @@ class SQLiteStore(Store):
 
     def _close_writer(self) -> None:
         with self._write_lock:
-            self._fresh.clear()
             conn, self._writer = self._writer, None
             if conn is not None:
                 conn.close()
@@ -1162,9 +1065,7 @@ class SQLiteStore(Store):
         if not records:
             return []
         rows = [_record_params(rec) for rec in records]  # encode outside the writer
-        return await self._write(
-            lambda conn: _insert_sync(conn, rows), lambda done: self._remember(records, done)
-        )
+        return await self._write(lambda conn: _insert_sync(conn, rows))
 
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
@@ -1172,8 +1073,7 @@ class SQLiteStore(Store):
         if limit <= 0:
             return []
         params = _claim_params(owner, limit, now, lease_until)
-        found = await self._write(lambda conn: self._claim_sync(conn, params))
-        return _claimed(found, owner, now, lease_until)
+        return _claimed(await self._write(lambda conn: conn.execute(_CLAIM, params).fetchall()))
 
     async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
         if not outcomes:
@@ -1200,17 +1100,14 @@ class SQLiteStore(Store):
 
         def run(
             conn: sqlite3.Connection,
-        ) -> tuple[builtins.list[bool], builtins.list[bool], _Claim | None]:
+        ) -> tuple[builtins.list[bool], builtins.list[bool], builtins.list[Any]]:
             inserted = _insert_sync(conn, inserts)
             completed = _complete_sync(conn, completes)
-            return inserted, completed, None if claim is None else self._claim_sync(conn, claim)
+            rows = [] if claim is None else conn.execute(_CLAIM, claim).fetchall()
+            return inserted, completed, rows
 
-        inserted, completed, found = await self._write(
-            run, lambda done: self._remember(records, done[0]) if records else None
-        )
-        if found is None:
-            return BatchResult(inserted, completed)
-        return BatchResult(inserted, completed, _claimed(found, owner, now, lease_until))
+        inserted, completed, rows = await self._write(run)
+        return BatchResult(inserted, completed, _claimed(rows))
 
     async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
         params = (to_ts(lease_until), owner)
@@ -1244,7 +1141,6 @@ class SQLiteStore(Store):
         params = (task_id, to_ts(now))
 
         def run(conn: sqlite3.Connection) -> Any:
-            self._fresh.pop(task_id, None)
             return conn.execute(_CANCEL, params).fetchone()
 
         row = await self._write(run)
@@ -1254,7 +1150,6 @@ class SQLiteStore(Store):
         params = (to_ts(now), _LEFT_PENDING_ERROR, to_ts(created_before))
 
         def run(conn: sqlite3.Connection) -> int:
-            self._fresh.clear()
             return conn.execute(
                 "UPDATE anytask_tasks SET status = 'interrupted', ended_at = ?, "
                 "error_type = 'Interrupted', error = ? "
