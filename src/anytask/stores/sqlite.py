@@ -569,17 +569,15 @@ def _complete_sync(
         else:
             rest.append(i)
         seen.add(task_id)
-    if len(batch) > 1:
-        accepted: set[tuple[int, str]] = set()  # (seq, id) of the rows updated
-        for start, size in _chunks(len(batch)):
-            values = [value for i in batch[start : start + size] for value in rows[i][1]]
-            accepted.update(conn.execute(_multi_complete(size), values).fetchall())
-        for i in batch:
-            params = rows[i][1]
-            done[i] = (params[7], params[8]) in accepted
-    else:
-        rest[:0] = batch
-        rest.sort()
+    if len(batch) < 2:  # nothing to gain: all one by one, in order
+        batch, rest = [], list(range(len(rows)))
+    accepted: set[tuple[int, str]] = set()  # (seq, id) of the rows updated
+    for start, size in _chunks(len(batch)):
+        values = [value for i in batch[start : start + size] for value in rows[i][1]]
+        accepted.update(conn.execute(_multi_complete(size), values).fetchall())
+    for i in batch:
+        params = rows[i][1]
+        done[i] = (params[7], params[8]) in accepted
     execute = conn.execute
     for i in rest:
         sql, params = rows[i]
