@@ -32,13 +32,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from anytask import MemoryStore, TaskManager, TaskStatus
+from anytask import MemoryStore, TaskManager, TaskRecord, TaskStatus
+from anytask._clock import SystemClock, from_ts
+from anytask._ids import new_task_id
+from anytask._manager import INSERT_BATCH
+from anytask._models import Outcome
 
 BACKENDS = ("asyncio", "trio")
 CONCURRENCY = 32  # the bare pool's consumers == the manager's max_concurrency
@@ -179,6 +183,79 @@ def taskflow(n: int, concurrency: int, db: str | None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- anytask
+def memory_store_floor(n: int) -> dict[str, float]:
+    """The memory store's own share of the work: ``n`` records built as ``add_task``
+    builds them (id, timestamps), put into a :class:`MemoryStore`, claimed and recorded
+    ``success`` with the calls the runtime makes on its hot path, one after the other,
+    with no runtime and no event loop."""
+    store = MemoryStore()
+    clock = SystemClock()
+    lease = timedelta(seconds=30)
+
+    t0 = time.perf_counter()
+    for _ in range(n):
+        created = clock.now()
+        store.put_now(TaskRecord(new_task_id(), "bench.noop", [], {}, created, created))
+    t1 = time.perf_counter()
+    done = 0
+    while True:
+        started = clock.now()
+        rec = store.claim_one_now("bench", started, started + lease)
+        if rec is None:
+            break
+        done += store.succeed_now(rec, rec.token, clock.now())
+    t2 = time.perf_counter()
+    assert done == n, done
+    return {"rate": n / (t2 - t0), "seconds": t2 - t0, "enqueue_rate": n / (t1 - t0)}
+
+
+def sqlite_store_floor(backend: str, n: int, concurrency: int, tmp: Path) -> dict[str, float]:
+    """The SQLite store's own share of the work: the same records, written in the same
+    transactions as the runtime's writer makes them (each commit inserts up to
+    ``INSERT_BATCH`` new records, records the outcomes of the tasks claimed by the commit
+    before, and claims ``concurrency`` more), by direct calls to ``write_batch`` with no
+    runtime around them: no workers, no task calls, no waiting between commits."""
+    from anytask.stores.sqlite import SQLiteStore
+
+    async def main() -> dict[str, float]:
+        store = SQLiteStore(str(_fresh(tmp / f"floor-{backend}.db")))
+        clock = SystemClock()
+        await store.open()
+        try:
+            t0 = time.perf_counter()
+            records = []
+            for _ in range(n):
+                created = clock.now()
+                records.append(TaskRecord(new_task_id(), "bench.noop", [], {}, created, created))
+            claimed: list[TaskRecord] = []
+            done = 0
+            while records or claimed:
+                batch, records = records[:INSERT_BATCH], records[INSERT_BATCH:]
+                ended = clock.now()
+                outcomes = [
+                    Outcome(r.id, r.token, TaskStatus.SUCCESS, seq=r.seq, ended_at=ended)
+                    for r in claimed
+                ]
+                now = clock.time()
+                res = await store.write_batch(
+                    batch,
+                    outcomes,
+                    "bench",
+                    concurrency,
+                    from_ts(now),
+                    from_ts(now + 30),
+                )
+                done += sum(res.completed)
+                claimed = res.claimed
+            t1 = time.perf_counter()
+            assert done == n, done
+        finally:
+            await store.close()
+        return {"rate": n / (t1 - t0), "seconds": t1 - t0, "enqueue_rate": float("nan")}
+
+    return _run(backend, main)  # type: ignore[no-any-return]
+
+
 def _make_manager(store_kind: str, tmp: Path, tag: str, **options: Any) -> TaskManager:
     """``memory``; ``sqlite`` = ``TaskManager(snapshot_db=path)`` (synchronous=FULL, the
     default); ``sqlite-normal`` = ``SQLiteStore(path, synchronous="NORMAL")``."""
@@ -452,6 +529,13 @@ def main() -> None:
                 tp[f"sqlite-c{4 * c}/{backend}"] = best_of(
                     r, anytask_throughput, backend, "sqlite", n, 4 * c, tmp
                 )
+        floors: dict[str, dict[str, Any]] = {"memory-store": best_of(r, memory_store_floor, n)}
+        if sqlite_missing is None:
+            for backend in BACKENDS:
+                floors[f"sqlite-store/{backend}"] = best_of(
+                    r, sqlite_store_floor, backend, n, c, tmp
+                )
+        figures["store_floors"] = floors
         tp["taskflow-memory/asyncio"] = best_of(r, taskflow, n, c, None)
         tp["taskflow-snapshot/asyncio"] = best_of(r, taskflow, n, c, str(tmp / "taskflow.db"))
         figures["throughput"] = tp
@@ -499,6 +583,36 @@ def main() -> None:
         else:
             print(f"  SQLite targets not measured: {sqlite_missing}")
             figures["notes"].append(sqlite_missing)
+
+        print(
+            "\nStore floors (informational): each store's own calls for the same tasks, with"
+            " no runtime around them;\nthe runtime cannot beat its store's floor, so each"
+            " floor bounds what the ratio above can reach"
+        )
+        print(f"  {'floor':<28}{'tasks/s':>10}{'seconds':>9}  all runs")
+        for key, row in floors.items():
+            print(f"  {key:<28}{row['rate']:>10.0f}{row['seconds']:>9.2f}  {row['rates']}")
+        floor = floors["memory-store"]["rate"]
+        for backend in BACKENDS:
+            pool_rate = tp[f"pool/{backend}"]["rate"]
+            share = tp[f"memory/{backend}"]["rate"] / floor
+            figures[f"ratio_memory_floor_vs_pool_{backend}"] = floor / pool_rate
+            figures[f"ratio_memory_vs_floor_{backend}"] = share
+            print(
+                f"  memory-store floor / bare pool on {backend:<8}{floor / pool_rate:>7.1%}"
+                f"  (the memory/{backend} runtime reaches {share:.0%} of the floor)"
+            )
+        if sqlite_missing is None:
+            for backend in BACKENDS:
+                floor = floors[f"sqlite-store/{backend}"]["rate"]
+                share = tp[f"sqlite/{backend}"]["rate"] / floor
+                figures[f"ratio_sqlite_floor_vs_taskflow_snapshot_{backend}"] = floor / snap["rate"]
+                figures[f"ratio_sqlite_vs_floor_{backend}"] = share
+                print(
+                    f"  sqlite-store floor ({backend}) / fastapi-taskflow snapshot_db"
+                    f"  {floor / snap['rate']:>6.2f}x  (the sqlite/{backend} runtime reaches"
+                    f" {share:.0%} of the floor)"
+                )
 
         print("\nEnqueue -> start latency, single tasks on an idle manager (await enqueue)")
         lat: dict[str, dict[str, float]] = {}

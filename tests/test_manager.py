@@ -512,6 +512,41 @@ async def test_the_caller_changing_its_arguments_after_add_task_changes_nothing(
     assert rec.kwargs == {"opts": {"x": [1]}}
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_values_changed_after_task_log_or_return_are_stored_as_they_were(
+    kind: str, tmp_path: Path
+) -> None:
+    # a log line holds its fields as they were at the task_log call, and a result as it
+    # was when the task returned, even when the task (or another one) changes the same
+    # list afterwards, before the outcome is written
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store, max_concurrency=2)
+    shared: list[Any] = [1]
+
+    @tm.task(priority=1)
+    async def produce() -> list[Any]:
+        items = [1]
+        task_log("logged", items=items, deep={"k": items})
+        items.append("after the log call")
+        return shared
+
+    @tm.task
+    async def spoil() -> None:  # runs after produce, before its outcome is written
+        shared.append("after the return")
+
+    async with tm:
+        await tm.flush()
+        first = tm.add_task(produce)
+        second = tm.add_task(spoil)
+        rec = await tm.wait(first, timeout=5)
+        await tm.wait(second, timeout=5)
+    assert shared == [1, "after the return"]  # spoil did run and change it
+    assert rec.result == [1]
+    (line,) = rec.logs
+    assert line["items"] == [1]
+    assert line["deep"] == {"k": [1]}
+
+
 async def test_an_attempt_whose_lease_ran_out_gives_way_to_the_new_claim() -> None:
     # this manager's attempt outlives its lease (a stalled loop, say); another instance's
     # recovery requeues the task and this manager claims it again while the first attempt
@@ -621,6 +656,98 @@ async def test_timeout_abandons_a_blocked_sync_task() -> None:
     assert elapsed < 2
 
 
+async def test_an_abandoned_sync_call_keeps_its_slot_until_it_returns() -> None:
+    # the attempt timed out, but its thread runs on: with max_concurrency=1 the next task
+    # must wait (pending, not running) until the call returns, so that no more than
+    # max_concurrency task calls ever run at once
+    tm = make(max_concurrency=1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    @tm.task(timeout=0.1)
+    def blocked() -> None:
+        release.wait(10)
+        ran.append("blocked returned")
+
+    @tm.task
+    async def after() -> None:
+        ran.append("after")
+
+    try:
+        async with tm:
+            first = await tm.enqueue(blocked)
+            assert (await tm.wait(first, timeout=5)).status is TaskStatus.FAILED
+            second = await tm.enqueue(after)
+            await anyio.sleep(0.3)
+            assert tm.abandoned_threads == 1
+            rec = await tm.get(second)
+            assert rec is not None
+            assert rec.status is TaskStatus.PENDING
+            assert ran == []
+            release.set()
+            assert (await tm.wait(second, timeout=5)).status is TaskStatus.SUCCESS
+            assert ran == ["blocked returned", "after"]
+            assert tm.abandoned_threads == 0
+    finally:
+        release.set()
+
+
+async def test_abandoned_sync_calls_never_pile_up_threads() -> None:
+    tm = make(max_concurrency=2)
+    release = threading.Event()
+    lock = threading.Lock()
+    inside = [0]
+    most = [0]
+
+    @tm.task(timeout=0.05)
+    def stuck() -> None:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            release.wait(10)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    try:
+        async with tm:
+            ids = [await tm.enqueue(stuck) for _ in range(6)]
+            await anyio.sleep(0.5)
+            # two attempts timed out and their threads still hold both slots
+            counts = await tm.counts()
+            assert counts[TaskStatus.FAILED] == 2, counts
+            assert counts[TaskStatus.PENDING] == 4, counts
+            assert tm.abandoned_threads == 2
+            assert inside[0] == 2
+            release.set()
+            records = [await tm.wait(i, timeout=5) for i in ids]
+    finally:
+        release.set()
+    assert most[0] <= 2
+    assert all(r.status in (TaskStatus.FAILED, TaskStatus.SUCCESS) for r in records)
+
+
+async def test_an_abandoned_sync_call_does_not_hold_up_shutdown() -> None:
+    tm = make(shutdown_grace=5.0)
+    release = threading.Event()
+
+    @tm.task(timeout=0.05)
+    def stuck() -> None:
+        release.wait(10)
+
+    try:
+        async with tm:
+            rec = await tm.wait(await tm.enqueue(stuck), timeout=5)
+            assert rec.status is TaskStatus.FAILED
+            assert tm.abandoned_threads == 1
+            leaving = anyio.current_time()
+        left = anyio.current_time() - leaving
+    finally:
+        release.set()
+    assert left < 1.0  # the stray thread is no attempt: the grace period is not waited out
+
+
 async def test_cancel_pending_task_never_runs() -> None:
     tm = make()
     ran = []
@@ -678,6 +805,13 @@ async def test_cancel_running_sync_task_abandons_its_thread() -> None:
             await anyio.to_thread.run_sync(started.wait, 5)
             await tm.cancel(task_id)
             rec = await tm.wait(task_id, timeout=5)
+            assert tm.abandoned_threads == 1  # its slot stays taken while it runs on
+            release.set()
+            for _ in range(500):  # the call returns and gives its slot back
+                if not tm.abandoned_threads:
+                    break
+                await anyio.sleep(0.01)
+            assert tm.abandoned_threads == 0
     finally:
         release.set()
     assert rec.status is TaskStatus.CANCELLED

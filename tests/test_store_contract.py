@@ -134,6 +134,95 @@ async def test_records_handed_out_are_snapshots(store: Store) -> None:
     assert again.status is TaskStatus.PENDING
 
 
+def _mutate_nested(rec: TaskRecord) -> None:
+    """Change every nested value of a record in place (as careless caller code might)."""
+    rec.args[0].append("changed")
+    rec.args.append("more")
+    rec.kwargs["deep"]["k"] = "changed"
+    rec.kwargs["new"] = 1
+    rec.tags.append("changed")
+    rec.logs[0]["msg"] = "changed"
+    rec.logs[0]["extra"].append("changed")
+    rec.logs.append({"msg": "added"})
+    rec.result["items"].append("changed")
+    rec.result["new"] = 1
+
+
+async def test_nested_values_are_never_shared_with_callers(store: Store) -> None:
+    """What the store hands out, and what it was handed, shares no list or dict with
+    what it keeps: changing one in place, nested values included, changes nothing in the
+    store (as with a store that encodes and decodes every value)."""
+
+    def nested(**fields: Any) -> TaskRecord:
+        return make(
+            args=[[1, 2], "x"],
+            kwargs={"deep": {"k": "v"}},
+            tags=["a"],
+            logs=[{"ts": 1.0, "level": "info", "msg": "m", "extra": [1]}],
+            result={"items": [1]},
+            **fields,
+        )
+
+    expected = as_dict(nested(id="x", status=TaskStatus.SUCCESS))
+    del expected["id"], expected["seq"]
+
+    def unchanged(rec: TaskRecord | None) -> None:
+        assert rec is not None
+        got = as_dict(rec)
+        del got["id"], got["seq"]
+        assert got == expected
+
+    given = nested(id="given", status=TaskStatus.SUCCESS)
+    await store.insert([given])
+    _mutate_nested(given)  # what the caller handed over
+    unchanged(store.get("given"))
+
+    for read in (
+        lambda: anyio.to_thread.run_sync(store.get, "given"),
+        lambda: store.fetch("given"),
+        lambda: _first(store.fetch_many(["given"])),
+        lambda: _first_item(store.list(TaskQuery())),
+    ):
+        rec = await read()
+        assert rec is not None
+        _mutate_nested(rec)  # what a reader got
+        unchanged(store.get("given"))
+
+    await store.insert([nested(id="claimed")])
+    claimed = await claim_all(store)
+    assert [r.id for r in claimed] == ["claimed"]
+    _mutate_nested(claimed[0])  # what a claim handed out
+    fresh = store.get("claimed")
+    assert fresh is not None
+    assert fresh.args == [[1, 2], "x"]
+    assert fresh.tags == ["a"]
+    assert fresh.kwargs == {"deep": {"k": "v"}}
+
+    logs = [{"ts": 2.0, "level": "info", "msg": "done", "extra": [2]}]
+    result = {"items": [3]}
+    out = Outcome(
+        "claimed", claimed[0].token, TaskStatus.SUCCESS, ended_at=at(1), logs=logs, result=result
+    )
+    assert await store.complete([out]) == [True]
+    logs[0]["extra"].append("changed")  # what the caller of complete() keeps
+    logs.append({"msg": "added"})
+    result["items"].append("changed")
+    done = store.get("claimed")
+    assert done is not None
+    assert done.logs == [{"ts": 2.0, "level": "info", "msg": "done", "extra": [2]}]
+    assert done.result == {"items": [3]}
+
+
+async def _first(found: Any) -> TaskRecord | None:
+    records = await found
+    return records[0] if records else None
+
+
+async def _first_item(page: Any) -> TaskRecord | None:
+    items = (await page).items
+    return items[-1] if items else None
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [

@@ -101,3 +101,9 @@ def detached(value: Any) -> Any:
         if type(v) not in _PLAIN:
             return loads(dumps(value))
     return value
+
+
+def cloned(value: Any) -> Any:
+    """A copy of ``value`` (a list or dict of JSON) that shares no list or dict with it."""
+    private = detached(value)
+    return value.copy() if private is value else private

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._codec import check_json, clean_text
+from ._codec import check_json, clean_text, detached
 from ._errors import PayloadError
 
 if TYPE_CHECKING:
@@ -116,5 +116,7 @@ def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
         "msg": clean_text(message),
         "attempt": active.record.attempts,
     }
-    line.update(fields)
+    # copied where the fields nest: the line is stored when the attempt ends, and the
+    # task may change its lists and dicts meanwhile
+    line.update(detached(fields))
     active.logs.append(line)

@@ -44,7 +44,7 @@ import anyio
 from anyio.abc import TaskStatus as AnyioTaskStatus
 
 from ._clock import Clock, SystemClock, from_ts, to_ts
-from ._codec import check_json, clean_text, detached
+from ._codec import check_json, clean_text, cloned, detached
 from ._context import _Active, _current
 from ._errors import (
     ConfigurationError,
@@ -280,6 +280,10 @@ class TaskManager:
         # records claimed for this manager whose attempt has not ended (handed to the
         # workers or running): the slots in use, never more than max_concurrency
         self._occupied = 0
+        # slots kept by sync calls abandoned while their thread runs on (see _hold_slot),
+        # and what identifies this run to their release
+        self._stray = 0
+        self._run_id = object()
         self._backlog: deque[TaskRecord] = deque()  # claimed, waiting for a worker
         self._idle: builtins.list[_Slot] = []  # workers waiting for work
         self._workers_open = False  # workers take work (False: they exit once idle)
@@ -1090,7 +1094,36 @@ class TaskManager:
                 self._fire_changed()
 
     def _free_slots(self) -> int:
-        return self.max_concurrency - self._occupied
+        return self.max_concurrency - self._occupied - self._stray
+
+    def _hold_slot(self) -> Callable[[], None]:
+        """A sync attempt was abandoned (cancelled, timed out, cut at shutdown) while its
+        thread runs on: Python cannot stop a thread, so the slot stays taken until the
+        call returns. At most ``max_concurrency`` task calls then ever run at once, and
+        calls that never return cannot pile up threads. Returns the release."""
+        self._stray += 1
+        run = self._run_id
+        log.warning(
+            "anytask: a sync task's thread runs on after its attempt ended; its slot stays "
+            "taken until the call returns (%d such thread(s))",
+            self._stray,
+        )
+
+        def release() -> None:
+            if self._run_id is not run:
+                return  # from an earlier run of the manager: its slots are gone already
+            self._stray -= 1
+            log.info("anytask: an abandoned sync task's call returned; its slot is free")
+            self._wake_dispatcher()
+            self._fire_changed()
+
+        return release
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Sync task calls still running in their thread after their attempt ended (a
+        timeout, a cancel): each keeps a slot until it returns."""
+        return self._stray
 
     def _claim_limit(self) -> int:
         """How many records the writer may claim with its next commit: the free slots,
@@ -1126,7 +1159,7 @@ class TaskManager:
         before a stop is then already held by this manager, and the stop lets it finish."""
         store = self._inline_store
         assert store is not None
-        n = min(n, len(self._idle), self.max_concurrency - self._occupied)
+        n = min(n, len(self._idle), self._free_slots())
         if n <= 0:
             return
         now = self.clock.now()
@@ -1316,7 +1349,7 @@ class TaskManager:
         if (
             store is not None
             and self._state is RunState.RUNNING
-            and self._occupied < self.max_concurrency
+            and self._occupied + self._stray < self.max_concurrency
         ):
             started = self.clock.now()
             rec = store.claim_one_now(self.instance_id, started, started + self._lease_delta)
@@ -1518,6 +1551,7 @@ class TaskManager:
             lambda: fn(*args, **kwargs),
             limiter=self._thread_limiter,
             token=self._token,
+            on_abandoned=self._hold_slot,
         )
 
     def _outcome(
@@ -1571,6 +1605,11 @@ class TaskManager:
                     logs = logs if logs is not None else list(rec.logs)
                     logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})
                     result = None
+                else:
+                    if type(result) is list or type(result) is dict:
+                        # as it was at the return: the outcome is written later, and the
+                        # task's code may go on changing what it returned
+                        result = cloned(result)
             return made(TaskStatus.SUCCESS, result=result)
         error_type = clean_text(type(failure).__qualname__)
         if isinstance(failure, TimeoutError) and rec.timeout is not None:

@@ -49,8 +49,8 @@ DEAD = frozenset(s for s in TaskStatus if s.dead)
 
 @dataclass(eq=False, slots=True)
 class TaskRecord:
-    """The durable record of one task. Stores hand out snapshots: mutating one changes
-    nothing in the store."""
+    """The durable record of one task. Stores hand out snapshots: mutating one, nested
+    lists and dicts included, changes nothing in the store."""
 
     id: str
     name: str

@@ -85,15 +85,24 @@ async def _call_through(
     token: EventLoopToken,
     *,
     shield: bool,
+    on_abandoned: Callable[[], Callable[[], None]] | None = None,
 ) -> Any:
     """Hand ``fn`` to a thread through ``submit`` and return its result (or raise its
     error). ``shield``: the caller waits for the end even when cancelled (the call is
-    never abandoned); otherwise cancelling the caller abandons the call."""
+    never abandoned); otherwise cancelling the caller abandons the call. When it does
+    while the thread still runs, ``on_abandoned()`` is called at once, and the callable it
+    returns when the thread's call ends (both in the event loop thread)."""
     done = anyio.Event()
     box: list[tuple[bool, Any]] = []
+    late: list[Callable[[], None]] = []  # what to call when an abandoned call ends
+
+    def ended() -> None:
+        done.set()
+        if late:
+            late.pop()()
 
     def report() -> None:
-        call_soon_in_loop(token, done.set)
+        call_soon_in_loop(token, ended)
 
     def job() -> Callable[[], None]:
         try:
@@ -107,7 +116,14 @@ async def _call_through(
         with anyio.CancelScope(shield=True):
             await done.wait()
     else:
-        await done.wait()
+        try:
+            await done.wait()
+        except BaseException:
+            # abandoned; ``box`` fills in the thread before ``ended`` is scheduled here,
+            # so an empty box means the call has not returned yet
+            if not box and on_abandoned is not None:
+                late.append(on_abandoned())
+            raise
     ok, value = box.pop()
     if ok:
         return value
@@ -122,16 +138,21 @@ async def run_in_daemon_thread(
     *,
     limiter: anyio.CapacityLimiter,
     token: EventLoopToken,
+    on_abandoned: Callable[[], Callable[[], None]] | None = None,
 ) -> Any:
     """Call ``fn()`` in a daemon thread and return its result (or raise its error).
 
-    Cancelling the caller abandons the call; its eventual result is discarded.
+    Cancelling the caller abandons the call; its eventual result is discarded. If the
+    thread still runs then, ``on_abandoned()`` is called at once and the callable it
+    returns once the call ends (both in the event loop thread).
     """
     async with limiter:
         context = contextvars.copy_context()
         if sniffio is not None:  # like anyio's threads: no async library runs in there
             context.run(sniffio.current_async_library_cvar.set, None)
-        return await _call_through(_submit, lambda: context.run(fn), token, shield=False)
+        return await _call_through(
+            _submit, lambda: context.run(fn), token, shield=False, on_abandoned=on_abandoned
+        )
 
 
 class SerialThread:

@@ -22,6 +22,9 @@ Rules every implementation follows (and ``tests/test_store_contract.py`` checks)
   ``requeue_on_interrupt`` is set and become ``interrupted`` otherwise. Live leases are
   never touched.
 * Listing is paged by the store, newest first (highest ``seq`` first).
+* Records handed out are snapshots, and what the store keeps of a record or an outcome it
+  is handed is its own: neither shares a list or dict, nested ones included, with the
+  caller.
 """
 
 from __future__ import annotations

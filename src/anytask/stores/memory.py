@@ -13,9 +13,8 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
-from .._codec import detached, dumps, loads
+from .._codec import cloned, detached, dumps, loads
 from .._models import (
     TERMINAL,
     Metrics,
@@ -35,10 +34,18 @@ _RUNNING = TaskStatus.RUNNING
 _SUCCESS = TaskStatus.SUCCESS
 
 
-def _clone(value: Any) -> Any:
-    """A private copy of a JSON value (a shallow copy suffices when it holds scalars)."""
-    private = detached(value)
-    return value.copy() if private is value else private
+def _snapshot(rec: TaskRecord) -> TaskRecord:
+    """A copy of a record that shares no list or dict with it, nested ones included: what
+    the store hands out and what it keeps of what it is handed (as a store that encodes
+    every value does, changing one in place never changes the other)."""
+    snap = rec.copy()
+    snap.args = cloned(rec.args)
+    snap.kwargs = cloned(rec.kwargs)
+    snap.tags = list(rec.tags)
+    snap.logs = cloned(rec.logs) if rec.logs else []
+    if type(rec.result) in (list, dict):
+        snap.result = cloned(rec.result)
+    return snap
 
 
 class MemoryStore(Store):
@@ -85,20 +92,20 @@ class MemoryStore(Store):
     # -- reads ---------------------------------------------------------------------------
     def get(self, task_id: str) -> TaskRecord | None:
         rec = self._rows.get(task_id)
-        return None if rec is None else rec.copy()
+        return None if rec is None else _snapshot(rec)
 
     async def fetch(self, task_id: str) -> TaskRecord | None:
         return self.get(task_id)
 
     async def fetch_many(self, task_ids: Sequence[str]) -> builtins.list[TaskRecord]:
         rows = self._rows
-        return [rows[i].copy() for i in task_ids if i in rows]
+        return [_snapshot(rows[i]) for i in task_ids if i in rows]
 
     async def list(self, query: TaskQuery) -> Page:
         items: builtins.list[TaskRecord] = []
         for rec in reversed(self._order):
             if query.matches(rec):
-                items.append(rec.copy())
+                items.append(_snapshot(rec))
                 if len(items) == query.limit:
                     break
         next_cursor = items[-1].seq if len(items) == query.limit else None
@@ -169,15 +176,11 @@ class MemoryStore(Store):
             if owned:
                 rec = src
                 if rec.args:
-                    rec.args = _clone(rec.args)
+                    rec.args = cloned(rec.args)
                 if rec.kwargs:
-                    rec.kwargs = _clone(rec.kwargs)
+                    rec.kwargs = cloned(rec.kwargs)
             else:
-                rec = src.copy()
-                rec.args = _clone(src.args)
-                rec.kwargs = _clone(src.kwargs)
-                rec.tags = list(src.tags)
-                rec.logs = list(src.logs)
+                rec = _snapshot(src)
             self._seq += 1
             rec.seq = self._seq
             rows[rec.id] = rec
@@ -205,9 +208,9 @@ class MemoryStore(Store):
         if rec.id in rows:
             return False
         if rec.args:
-            rec.args = _clone(rec.args)
+            rec.args = cloned(rec.args)
         if rec.kwargs:
-            rec.kwargs = _clone(rec.kwargs)
+            rec.kwargs = cloned(rec.kwargs)
         self._seq += 1
         seq = rec.seq = self._seq
         rows[rec.id] = rec
@@ -277,7 +280,7 @@ class MemoryStore(Store):
             rec = self.claim_one_now(owner, now, lease_until)
             if rec is None:
                 break
-            claimed.append(rec.copy())
+            claimed.append(_snapshot(rec))
         return claimed
 
     async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
@@ -298,7 +301,7 @@ class MemoryStore(Store):
             rec.lease_expires_at = None
             rec.cancel_requested = False
             if out.logs is not None:
-                rec.logs = list(out.logs)
+                rec.logs = cloned(out.logs)
             rec.error, rec.error_type, rec.traceback = out.error, out.error_type, out.traceback
             if out.status is _PENDING:
                 rec.run_after = out.run_after or rec.run_after
