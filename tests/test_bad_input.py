@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from anytask import MemoryStore, PayloadError, TaskManager, task_log
+from anytask import ConfigurationError, MemoryStore, PayloadError, TaskManager, TaskQuery, task_log
 
 
 class Custom:
@@ -192,3 +193,21 @@ async def test_an_error_text_with_a_lone_surrogate_is_recorded_and_the_writer_go
     assert "FileNotFoundError: /tmp/caf\\udce9" in (failed.traceback or "")
     assert logged.status.value == "success"
     assert logged.logs[0]["msg"] == "opening /tmp/caf\\udce9"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        pytest.param({"statuses": {"faild"}}, "'faild'", id="unknown-status"),
+        pytest.param(
+            {"statuses": frozenset({"failed", "nope"})}, "'nope'", id="unknown-in-frozenset"
+        ),
+        pytest.param({"statuses": 3}, "statuses", id="not-a-collection"),
+        pytest.param({"created_after": datetime(2026, 1, 1)}, "created_after", id="naive-after"),
+        pytest.param({"created_before": datetime(2026, 1, 1)}, "created_before", id="naive-before"),
+        pytest.param({"created_after": "2026-01-01"}, "created_after", id="not-a-datetime"),
+    ],
+)
+def test_bad_query_fields_fail_with_a_clear_error(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(named)):
+        TaskQuery(**fields)

@@ -910,12 +910,15 @@ async def test_replay_many_by_ids_and_window_with_dry_run() -> None:
             assert new.replay_of == original.id
 
 
-async def test_exception_whose_str_raises_is_recorded_and_runtime_survives() -> None:
+@pytest.mark.parametrize("raised", [RuntimeError, SystemExit, KeyboardInterrupt])
+async def test_exception_whose_str_raises_is_recorded_and_runtime_survives(
+    raised: type[BaseException],
+) -> None:
     tm = make()
 
     class Nasty(Exception):
         def __str__(self) -> str:
-            raise RuntimeError("str() exploded")
+            raise raised("str() exploded")
 
     @tm.task
     async def nasty() -> None:
@@ -1171,6 +1174,69 @@ async def test_cancel_between_claim_and_start_cancels_the_attempt_at_once() -> N
         assert await tm.cancel(task_id) is TaskStatus.RUNNING
         rec = await tm.wait(task_id, timeout=2)
     assert rec.status is TaskStatus.CANCELLED
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_cancel_right_after_adding_never_lets_the_task_run(kind: str, tmp_path: Path) -> None:
+    # a task claimed but not started yet when cancel() comes must not start: a body that
+    # never awaits would otherwise run to its end and be recorded success. And a task
+    # added a moment ago (not committed yet on SQLite) is found, not "unknown"
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+    ran: list[int] = []
+
+    @tm.task
+    async def charge(n: int) -> str:
+        ran.append(n)  # no await: nothing in here can be interrupted
+        return "charged"
+
+    answers: dict[TaskStatus, int] = {}
+    async with tm:
+        for n in range(40):
+            task_id = tm.add_task(charge, n) if n % 2 else await tm.enqueue(charge, n)
+            if n % 4 == 3:
+                await anyio.lowlevel.checkpoint()
+            answer = await tm.cancel(task_id)
+            answers[answer] = answers.get(answer, 0) + 1
+            rec = await tm.wait(task_id, timeout=5)
+            if answer is TaskStatus.SUCCESS:  # it had run already
+                assert rec.status is TaskStatus.SUCCESS
+                assert n in ran
+            else:  # cancel said pending-now-cancelled or running: it must not run
+                assert answer in (TaskStatus.CANCELLED, TaskStatus.RUNNING)
+                assert rec.status is TaskStatus.CANCELLED, (n, answer, rec.status)
+                assert n not in ran
+    if kind == "memory":  # claimed at once by an idle worker: only a checkpoint lets it run
+        assert answers.get(TaskStatus.RUNNING, 0) > 0
+        assert all(n % 4 == 3 for n in ran), ran
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_cancel_finds_a_task_added_a_moment_ago(kind: str, tmp_path: Path) -> None:
+    # on SQLite add_task returns before the group commit: cancel must not answer "no such
+    # task" (and then let it run)
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store, max_concurrency=1)
+    gate = anyio.Event()
+    ran: list[str] = []
+
+    @tm.task
+    async def hold() -> None:
+        await gate.wait()
+
+    @tm.task
+    async def charge() -> None:
+        ran.append("charged")
+
+    async with tm:
+        holder = await tm.enqueue(hold)  # takes the only slot
+        task_id = tm.add_task(charge)
+        assert await tm.cancel(task_id) is TaskStatus.CANCELLED
+        gate.set()
+        await tm.wait(holder, timeout=5)
+        rec = await tm.wait(task_id, timeout=5)
+    assert rec.status is TaskStatus.CANCELLED
+    assert ran == []
 
 
 async def test_cancel_from_another_instance_reaches_the_owner() -> None:

@@ -134,6 +134,15 @@ async def test_records_handed_out_are_snapshots(store: Store) -> None:
     assert again.status is TaskStatus.PENDING
 
 
+async def test_statuses_may_be_given_by_name(store: Store) -> None:
+    await store.insert([make(id="p"), make(id="f", status=TaskStatus.FAILED)])
+    for statuses in (frozenset({"failed"}), {"failed"}, ["failed"], "failed"):
+        page = await store.list(TaskQuery(statuses=statuses))  # type: ignore[arg-type]
+        assert [r.id for r in page.items] == ["f"], statuses
+    page = await store.list(TaskQuery(statuses=frozenset({TaskStatus.PENDING, "failed"})))  # type: ignore[arg-type]
+    assert sorted(r.id for r in page.items) == ["f", "p"]
+
+
 def _mutate_nested(rec: TaskRecord) -> None:
     """Change every nested value of a record in place (as careless caller code might)."""
     rec.args[0].append("changed")

@@ -109,14 +109,14 @@ def key_task_id(idempotency_key: str) -> str:
 def _safe_str(exc: BaseException) -> str:
     try:
         return clean_text(str(exc))
-    except Exception:
+    except BaseException:  # only text for the record: whatever str() raises stays here
         return f"<{type(exc).__name__} whose str() raised>"
 
 
 def _safe_traceback(exc: BaseException) -> str:
     try:
         text = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:
+    except BaseException:
         lines = tb_module.format_tb(exc.__traceback__)
         text = "".join(lines) + f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
     return clean_text(text)
@@ -273,6 +273,8 @@ class TaskManager:
         self._outer_tg: anyio.abc.TaskGroup | None = None
         self._write_error: BaseException | None = None
         self._writing = False
+        # the outcomes of the write in flight (handed to the store, not committed yet)
+        self._outs_writing: builtins.list[tuple[Outcome, TaskRecord]] = []
         self._write_failing = False  # the last write failed: the dispatcher claims alone
         # a claim is in flight (the dispatcher's or the writer's): only one at a time, so
         # that together they never take more records than there are free slots
@@ -754,6 +756,8 @@ class TaskManager:
         if slot is not None and slot.reason is None:
             slot.cancel("cancel")
             return TaskStatus.RUNNING
+        if self._outer_tg is not None and self._committed < self._submitted:
+            await self.flush()  # it may have been added a moment ago: in the store first
         status = await self._store.cancel(task_id, self.clock.now())
         if status is None:
             raise TaskNotFound(f"no task with id {task_id!r}")
@@ -765,8 +769,22 @@ class TaskManager:
                 slot.cancel("cancel")
             elif task_id in self._claimed:  # claimed here, not started yet
                 self._cancel_soon.add(task_id)
+            elif self._outcome_pending(task_id):
+                # it ended here a moment ago and its outcome is on its way to the store:
+                # the answer is that outcome
+                while self._outcome_pending(task_id) and self._write_error is None:
+                    await self._wait_changed(0.05)
+                rec = await self._store.fetch(task_id)
+                if rec is not None:
+                    return rec.status
             # else it runs on another instance, which acts on the flag at its heartbeat
         return status
+
+    def _outcome_pending(self, task_id: str) -> bool:
+        """An outcome of ``task_id`` was handed to the writer and is not committed yet."""
+        return any(out.id == task_id for out, _ in self._outcomes) or any(
+            out.id == task_id for out, _ in self._outs_writing
+        )
 
     # ------------------------------------------------------------------ replay
     def _replay_record(self, rec: TaskRecord) -> TaskRecord:
@@ -1041,6 +1059,7 @@ class TaskManager:
                 del self._inserts[:INSERT_BATCH]
                 mark = self._submitted - len(self._inserts)
             outs, self._outcomes = self._outcomes, []
+            self._outs_writing = outs
             limit = self._claim_limit() if batch or outs else 0
             if limit:
                 self._claiming = True
@@ -1062,6 +1081,7 @@ class TaskManager:
                     claimed = res.claimed
             except Exception as exc:
                 self._writing = False
+                self._outs_writing = []
                 self._write_failing = True
                 self._claimed_done(limit > 0)
                 # put everything back in order and try again: nothing is dropped
@@ -1075,6 +1095,7 @@ class TaskManager:
                 delay = min(delay * 2, 5.0)
                 continue
             self._writing = False
+            self._outs_writing = []
             self._write_failing = False
             delay = 0.05
             self._write_error = None
@@ -1466,6 +1487,12 @@ class TaskManager:
         elif self._cancel_soon and rec.id in self._cancel_soon:
             self._cancel_soon.discard(rec.id)
             slot.cancel("cancel")
+        if slot.reason is not None:
+            # cancelled before it started: the function is not called at all (a body
+            # that never awaits would run to its end in a cancelled scope). The scope is
+            # cancelled, so the series ends and records the attempt by its reason.
+            del self._active[rec.id]
+            return
         args, kwargs = rec.args, rec.kwargs
         if self._detach_args and (args or kwargs):
             # the in-process store hands out its own lists and dicts: a task that changes

@@ -152,6 +152,28 @@ class Outcome:
     seq: int | None = None  # the record's seq when known: lets a store find it faster
 
 
+def _statuses(value: Any) -> frozenset[TaskStatus]:
+    """``TaskQuery.statuses`` as TaskStatus members (names or members accepted)."""
+    if isinstance(value, str | TaskStatus):  # one status, not a collection of them
+        value = (value,)
+    try:
+        items = list(value)
+    except TypeError:
+        raise ConfigurationError(
+            f"statuses must be a collection of statuses, got {value!r}"
+        ) from None
+    result = set()
+    for item in items:
+        try:
+            result.add(TaskStatus(item))
+        except ValueError:
+            known = ", ".join(s.value for s in TaskStatus)
+            raise ConfigurationError(
+                f"unknown status {item!r} in statuses (known: {known})"
+            ) from None
+    return frozenset(result)
+
+
 @dataclass(frozen=True)
 class TaskQuery:
     """A filter for listing tasks, newest first, paged by ``cursor``."""
@@ -172,8 +194,18 @@ class TaskQuery:
             raise ConfigurationError(f"limit must be an int, got {self.limit!r}")
         if not 1 <= self.limit <= 1000:
             raise ConfigurationError(f"limit must be between 1 and 1000, got {self.limit}")
-        if self.statuses is not None and not isinstance(self.statuses, frozenset):
-            object.__setattr__(self, "statuses", frozenset(TaskStatus(s) for s in self.statuses))
+        if self.statuses is not None:
+            object.__setattr__(self, "statuses", _statuses(self.statuses))
+        for name in ("created_after", "created_before"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, datetime):
+                raise ConfigurationError(f"{name} must be a datetime, got {value!r}")
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ConfigurationError(
+                    f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value!r}"
+                )
 
     def matches(self, rec: TaskRecord) -> bool:
         """Reference semantics of the filter (used by the memory store and tests)."""
