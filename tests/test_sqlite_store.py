@@ -280,6 +280,43 @@ def test_corrupt_file_is_refused_and_left_untouched(tmp_path: Path, kind: str) -
     assert sidecars(path) == []
 
 
+def test_damage_deep_in_the_file_is_refused_before_any_write(tmp_path: Path) -> None:
+    # the header and the schema are fine; garbage sits in the pages of the task rows
+    src = tmp_path / "src.db"
+
+    async def build() -> None:
+        store = SQLiteStore(src)
+        await store.open()
+        await store.insert([make(args=["x" * 500]) for _ in range(400)])
+        await store.close()
+
+    anyio.run(build)
+    data = bytearray(src.read_bytes())
+    assert len(data) > 40 * 4096
+    middle = len(data) // 2
+    data[middle : middle + 8192] = os.urandom(8192)
+    path = tmp_path / "db" / "tasks.db"
+    path.parent.mkdir()
+    path.write_bytes(bytes(data))
+
+    async def open_it(check: str) -> None:
+        store = SQLiteStore(path, integrity_check=check)
+        await store.open()
+        await store.close()
+
+    for check in ("quick", "full"):
+        with pytest.raises(StoreCorruptError, match="damaged"):
+            anyio.run(open_it, check)
+        assert path.read_bytes() == data
+        assert sidecars(path) == []
+    anyio.run(open_it, "off")  # what catches it is the check: without it, the file opens
+
+
+def test_integrity_check_option_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="integrity_check"):
+        SQLiteStore(tmp_path / "t.db", integrity_check="fast")
+
+
 def test_sqlite_file_of_another_application_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     conn = sqlite3.connect(path)

@@ -115,6 +115,8 @@ _FINISHED = "status NOT IN ('pending', 'running')"
 #: (a delay, a run_at, a retry's backoff, a requeue). Tasks due at once stay out of it, so
 #: that most inserts and claims do not touch it.
 _DELAYED = "status = 'pending' AND run_after > created_at"
+#: integrity_check option -> the PRAGMA that opening runs (None: header and schema only)
+_INTEGRITY_CHECKS = {"quick": "quick_check", "full": "integrity_check", "off": None}
 _STATUSES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 
@@ -602,6 +604,14 @@ class SQLiteStore(Store):
     empty or already an anytask database) raises :class:`~anytask.StoreCorruptError`; a
     file from a newer anytask raises :class:`~anytask.SchemaVersionError`; a file or
     directory that cannot be written raises :class:`~anytask.StoreReadOnlyError`.
+
+    ``integrity_check`` is what opening checks of an existing file before its first
+    write: ``"quick"`` (the default) runs SQLite's ``PRAGMA quick_check``, which reads the
+    whole file (about 0.1 s for 100,000 tasks, or 2.5 ms per MB, on a small VM), so that
+    damage anywhere in it is refused before anything is written; ``"full"`` runs
+    ``PRAGMA integrity_check`` (also checks that every index matches its table, about 3x
+    slower); ``"off"`` checks only the header and the schema (for very large files whose
+    start-up time matters more).
     """
 
     shared = True
@@ -612,6 +622,7 @@ class SQLiteStore(Store):
         *,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
+        integrity_check: str = "quick",
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise ConfigurationError(f"path must be a str or os.PathLike, got {path!r}")
@@ -630,7 +641,13 @@ class SQLiteStore(Store):
             or not 0 <= busy_timeout < 1e6
         ):
             raise ConfigurationError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        if integrity_check not in _INTEGRITY_CHECKS:
+            raise ConfigurationError(
+                f"integrity_check must be one of {', '.join(_INTEGRITY_CHECKS)}, "
+                f"got {integrity_check!r}"
+            )
         self.path = Path(text).absolute()
+        self.integrity_check = integrity_check
         self.synchronous = synchronous.upper()
         self.busy_timeout = float(busy_timeout)
         self._writer: sqlite3.Connection | None = None
@@ -824,6 +841,7 @@ class SQLiteStore(Store):
         try:
             # read only, so a refused file is never modified
             self._check_schema(conn, create=False)
+            self._check_integrity(conn)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("BEGIN IMMEDIATE")
@@ -838,6 +856,17 @@ class SQLiteStore(Store):
             raise self._error(exc) from exc
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: could not switch to WAL journal mode (got {mode!r})")
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        pragma = _INTEGRITY_CHECKS[self.integrity_check]
+        if pragma is None:
+            return
+        problems = [row[0] for row in conn.execute(f"PRAGMA {pragma}(5)")]
+        if problems != ["ok"]:
+            raise StoreCorruptError(
+                f"{self.path} is damaged ({pragma} found: {'; '.join(map(str, problems))}); "
+                "it was left as is (SQLite's '.recover' command may save what it holds)"
+            )
 
     def _check_schema(self, conn: sqlite3.Connection, *, create: bool) -> None:
         tables = {
