@@ -94,6 +94,38 @@ async def test_stubborn_tasks_are_cut_off_after_grace(requeue: bool) -> None:
         assert rec.error_type == "Interrupted"
 
 
+async def test_a_task_catching_every_cancellation_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # structured concurrency: the shutdown has to wait for a task that catches every
+    # cancellation (here for 1 s past the cut), but it says which task it waits for
+    store = MemoryStore()
+    tm = make(store)
+
+    @tm.task(name="refuses_to_stop")
+    async def refuses_to_stop() -> None:
+        give_up = None
+        while True:
+            try:
+                await anyio.sleep(30)
+            except anyio.get_cancelled_exc_class():
+                now = anyio.current_time()
+                give_up = give_up or now + GRACE + 2.0
+                if now >= give_up:
+                    raise
+
+    caplog.set_level("ERROR", logger="anytask")
+    async with tm:
+        task_id = await tm.enqueue(refuses_to_stop)
+        await wait_running(tm, task_id)
+    waited = [r.getMessage() for r in caplog.records if "keep running" in r.getMessage()]
+    assert len(waited) == 1
+    assert f"refuses_to_stop ({task_id})" in waited[0]
+    rec = store.get(task_id)
+    assert rec is not None
+    assert rec.status is TaskStatus.INTERRUPTED
+
+
 async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:
     store = SlowClaimStore()
     tm = make(store)

@@ -1024,6 +1024,21 @@ class TaskManager:
         with anyio.move_on_after(1.0):
             while self._occupied:
                 await self._capacity_freed()
+        stubborn = [
+            f"{slot.record.name} ({task_id})"
+            for task_id, slot in self._active.items()
+            if slot.record is not None
+        ]
+        if stubborn:
+            # cancellation is level-triggered, so only a task that shields itself or
+            # catches the cancellation at every checkpoint gets here; structured
+            # concurrency means the shutdown has to wait for it
+            log.error(
+                "anytask: shutdown waits for %d task(s) that keep running although cancelled "
+                "(they shield themselves or catch every cancellation): %s",
+                len(stubborn),
+                ", ".join(stubborn),
+            )
 
     async def _capacity_freed(self) -> None:
         await self._wait_changed(0.05)
