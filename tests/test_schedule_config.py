@@ -49,6 +49,15 @@ def make() -> TaskManager:
         pytest.param({"every": timedelta(0)}, "every must be > 0", id="every-zero-timedelta"),
         pytest.param({"every": timedelta(seconds=-1)}, "every", id="every-negative-td"),
         pytest.param({"every": float("nan")}, "finite", id="every-nan"),
+        pytest.param({"every": 1e13}, "at most 100 years", id="every-beyond-100-years"),
+        pytest.param(
+            {"every": 60, "jitter": 1e15}, "jitter must be at most", id="jitter-beyond-100-years"
+        ),
+        pytest.param(
+            {"every": 60, "misfire_window": 1e12},
+            "misfire_window must be at most",
+            id="window-huge",
+        ),
         pytest.param({"every": float("inf")}, "finite", id="every-inf"),
         pytest.param({"every": True}, "number of seconds", id="every-bool"),
         pytest.param({"every": "5m"}, "number of seconds", id="every-str"),

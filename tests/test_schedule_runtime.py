@@ -435,3 +435,176 @@ async def test_store_errors_in_the_loop_are_logged_and_retried(
     assert fires(await records(tm, "s")) == at(60, 120, 180)  # the failed insert retried
     failures = [r for r in caplog.records if "scheduler pass failed" in r.getMessage()]
     assert len(failures) == 4
+
+
+async def test_a_restart_before_the_first_fire_still_runs_the_missed_fire() -> None:
+    # the instance runs from 10:00 to 11:00 (no fire due), everything is down over the
+    # next day's 09:00 fire, and the restart at 10:00 must know it missed that fire
+    start = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
+    store, clock = MemoryStore(), LoopClock(start.timestamp())
+
+    def define(tm: TaskManager) -> None:
+        @tm.schedule(cron="0 9 * * *", id="daily")  # misfire="run_once" by default
+        async def daily() -> None:
+            pass
+
+    first = make(store, clock)
+    define(first)
+    async with first:
+        await anyio.sleep(3600)
+    assert await records(first, "daily") == []
+    await anyio.sleep(23 * 3600)
+    second = make(store, clock)
+    define(second)
+    async with second:
+        await anyio.sleep(60)
+        await second.join()
+    assert fires(await records(second, "daily")) == [datetime(2025, 1, 7, 9, 0, tzinfo=UTC)]
+
+
+async def test_run_once_after_downtime_lets_the_on_time_fire_stand_for_the_missed_ones() -> None:
+    # down from 601 s to 4260.5 s: 4260 is on time (0.5 s late), 3660..4200 were missed.
+    # The one run after the gap is the on-time one; it is not recorded as skipped because
+    # of a catch-up run inserted just before it (overlap="skip" is the default)
+    store, clock = MemoryStore(), LoopClock(T0.timestamp())
+
+    def define(tm: TaskManager) -> None:
+        @tm.schedule(every=60, id="rates")
+        async def rates() -> None:
+            pass
+
+    first = make(store, clock)
+    define(first)
+    async with first:
+        await sleep_until(first, T0 + timedelta(seconds=601))
+    await anyio.sleep(4260.5 - 601)
+    second = make(store, clock)
+    define(second)
+    async with second:
+        await anyio.sleep(5)
+        await second.join()
+    recs = await records(second, "rates")
+    assert fires(recs) == at(*range(60, 601, 60), 4260)
+    assert all(r.status is TaskStatus.SUCCESS for r in recs)
+
+
+class SlowFailingInsertStore(MemoryStore):
+    """The first fire insert waits 2 s and then fails (a lock held elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
+        if self.failures and any(r.schedule_id for r in records):
+            self.failures -= 1
+            await anyio.sleep(2)
+            raise StoreError("database is locked")
+        return await super().insert(records)
+
+
+@pytest.mark.parametrize("policy", ["skip", "run_once"])
+async def test_a_fire_whose_insert_failed_is_still_on_time_when_retried(policy: str) -> None:
+    tm = make(SlowFailingInsertStore())
+
+    @tm.schedule(every=60, id="s", misfire=policy)
+    async def job() -> None:
+        pass
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(seconds=150))
+        await tm.join()
+    assert fires(await records(tm, "s")) == at(60, 120)
+
+
+def test_the_wake_up_of_the_loop_itself_is_no_misfire() -> None:
+    # misfire_grace=0 with misfire="skip": the loop wakes a moment after the fire time
+    # (in real time it always does); that fire is on time, not missed
+    from anytask.schedule._definition import Schedule
+    from anytask.schedule._runner import _Runner
+
+    sched = Schedule(id="s", task_name="job", every=60, misfire="skip", misfire_grace=0)
+    runner = _Runner(make())
+    missed, on_time = runner._due(sched, T0, T0 + timedelta(seconds=60.05))
+    assert (missed, on_time) == ([], at(60))
+    missed, on_time = runner._due(sched, T0, T0 + timedelta(seconds=61))
+    assert (missed, on_time) == ([], [])  # a second late: missed, and skipped
+
+
+async def test_a_redefined_schedule_starts_afresh() -> None:
+    # a redeploy with no downtime changes every=3600 to every=60: the new definition's
+    # fire times since the last hourly fire were not missed (nobody was down)
+    store, clock = MemoryStore(), LoopClock((T0 - timedelta(seconds=10)).timestamp())
+    first = make(store, clock)
+
+    @first.schedule(every=3600, id="sync", misfire="catch_up", overlap="allow")
+    async def sync() -> None:
+        pass
+
+    async with first:
+        await sleep_until(first, T0 + timedelta(minutes=59, seconds=50))
+    second = make(store, clock)
+    second.schedule(every=60, id="sync", misfire="catch_up", overlap="allow")(sync)
+    async with second:
+        await sleep_until(second, T0 + timedelta(minutes=61, seconds=5))
+        await second.join()
+    assert fires(await records(second, "sync")) == at(0, 3600, 3660)
+
+
+class OneBadScheduleStore(MemoryStore):
+    """Every insert of the schedule "bad" fails."""
+
+    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
+        if any(r.schedule_id == "bad" for r in records):
+            raise StoreError("disk I/O error")
+        return await super().insert(records)
+
+
+async def test_one_failing_schedule_does_not_hold_up_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tm = make(OneBadScheduleStore())
+
+    @tm.schedule(every=60, id="bad")
+    async def bad() -> None:
+        pass
+
+    @tm.schedule(every=60, id="good")
+    async def good() -> None:
+        pass
+
+    with caplog.at_level(logging.ERROR, logger="anytask.schedule"):
+        async with tm:
+            await sleep_until(tm, T0 + timedelta(seconds=241))
+            await tm.join()
+    recs = await records(tm, "good")
+    assert fires(recs) == at(60, 120, 180, 240)
+    assert all(r.created_at == r.fire_at for r in recs)  # each on time, not after a retry
+    assert await records(tm, "bad") == []
+    assert any("schedule 'bad'" in r.getMessage() for r in caplog.records)
+
+
+async def test_triggers_are_runs_of_their_own() -> None:
+    # two triggers at one instant, and one at the exact instant of a fire: each is a run
+    # of its own, and the fire keeps its own run too
+    tm = make(clock=LoopClock((T0 + timedelta(seconds=30)).timestamp()))
+    runs: list[datetime | None] = []
+
+    @tm.schedule(every=60, id="s", overlap="allow")  # (skip would skip the fire or not,
+    async def job() -> None:  # by which of the two comes first at 60 s)
+        runs.append(get_task_context().fire_at)
+
+    async with tm:
+        a = await tm.trigger_schedule("s")
+        b = await tm.trigger_schedule("s")
+        assert a != b
+        await sleep_until(tm, T0 + timedelta(seconds=60))
+        c = await tm.trigger_schedule("s")
+        await sleep_until(tm, T0 + timedelta(seconds=61))
+        await tm.join()
+    recs = {r.id: r for r in await records(tm, "s")}
+    assert {a, b, c} <= set(recs)
+    assert recs[c].fire_at != T0 + timedelta(seconds=60)
+    assert T0 + timedelta(seconds=60) in runs  # the fire ran as well
+    assert len(runs) == 4
+    assert all(r.status is TaskStatus.SUCCESS for r in recs.values())

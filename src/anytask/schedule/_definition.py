@@ -29,6 +29,9 @@ _ALIASES = frozenset(
 )
 _MIN_EVERY = 0.001
 _MAX_CATCH_UP = 10_000
+#: the longest duration any option takes (100 years): beyond it, fire times would
+#: overflow the datetime range
+_MAX_SECONDS = 100 * 366 * 86400.0
 
 
 class MisfirePolicy(enum.StrEnum):
@@ -59,6 +62,10 @@ def _seconds(option: str, value: Any, *, allow_none: bool = False) -> float | No
         )
     if not math.isfinite(value) or value < 0:
         raise ConfigurationError(f"{option} must be a finite number >= 0, got {value!r}")
+    if value > _MAX_SECONDS:
+        raise ConfigurationError(
+            f"{option} must be at most 100 years ({_MAX_SECONDS:.0f} s), got {value!r}"
+        )
     return float(value)
 
 

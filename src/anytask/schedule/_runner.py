@@ -7,8 +7,13 @@ that pair, so of all the instances that try, exactly one inserts it. No lock, no
 Persisted state per schedule, in two rows of ``Store.schedule_states()`` so that no writer
 can overwrite another's field:
 
-* row ``<id>``: ``last_fire_at``, the latest fire time an instance handled (written by
-  the loops; never moves backwards);
+* row ``<id>#def:<fingerprint>``: ``last_fire_at``, the latest time up to which an
+  instance handled the fires of this *definition* of the schedule (written by the loops;
+  never moves backwards). The fingerprint covers what decides the fire times (interval or
+  cron, time zone, start), so a redefined schedule starts afresh instead of counting the
+  new definition's past fire times as missed. A schedule seen for the first time gets its
+  row at once (the start time), so that a restart before its first fire still knows what
+  it missed;
 * row ``<id>#control``: ``paused``, and as ``last_fire_at`` the latest fire time at the
   moment of the last resume (fires that passed while paused are not run after resuming).
 
@@ -19,6 +24,7 @@ could fire them, and the misfire policy decides (within ``misfire_window``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import uuid
@@ -51,6 +57,9 @@ log = logging.getLogger("anytask.schedule")
 _NAMESPACE = uuid.UUID("0b7c8f52-3a49-4d8e-9d2b-5f3e1c7a9e64")
 _MAX_SLEEP = 60.0  # re-read the shared state at least this often
 _MAX_PER_PASS = 1000  # on-time fires handled per pass; the rest in the next pass
+#: the least lateness that counts as a misfire: the loop's own wake-up takes a moment
+_MIN_GRACE = 0.1
+_TICK = timedelta(microseconds=1)
 _BUSY = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
 
 _wakers: weakref.WeakKeyDictionary[TaskManager, anyio.Event] = weakref.WeakKeyDictionary()
@@ -59,6 +68,13 @@ _wakers: weakref.WeakKeyDictionary[TaskManager, anyio.Event] = weakref.WeakKeyDi
 def fire_id(schedule_id: str, fire_at: datetime) -> str:
     """The deterministic task id of one fire."""
     return str(uuid.uuid5(_NAMESPACE, f"{schedule_id}@{from_us(to_us(fire_at)).isoformat()}"))
+
+
+def progress_key(sched: Schedule) -> str:
+    """The state row of one definition of a schedule (see the module docstring)."""
+    start = "" if sched.start_at is None else to_us(sched.start_at)
+    what = f"{sched.describe()}|{start}"
+    return f"{sched.id}#def:{hashlib.sha256(what.encode()).hexdigest()[:16]}"
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -103,21 +119,23 @@ class _Runner:
     def __init__(self, tm: TaskManager) -> None:
         self.tm = tm
         self.handled: dict[str, datetime] = {}  # every fire <= this is dealt with here
+        # the first fire a pass judged on time and has not inserted yet (its insert
+        # failed): on time it stays, however late the retry comes
+        self.owed: dict[str, datetime] = {}
+        self.backoff: dict[str, float] = {}  # per schedule whose last pass failed
 
     async def run(self, task_status: AnyioTaskStatus[None]) -> None:
         _wakers[self.tm] = wake = anyio.Event()
         task_status.started()
         backoff = 0.5
-        first = True
         while True:
             try:
-                wait = await self.tick(first)
+                wait = await self.tick()
             except Exception:
                 log.exception("anytask: the scheduler pass failed; retrying in %.1fs", backoff)
                 wait = backoff
                 backoff = min(backoff * 2, 30.0)
             else:
-                first = False
                 backoff = 0.5
             if wait > 0:
                 with anyio.move_on_after(wait):
@@ -125,75 +143,124 @@ class _Runner:
             if wake.is_set():
                 _wakers[self.tm] = wake = anyio.Event()
 
-    async def tick(self, first: bool) -> float:
-        """Fire what is due; return the seconds until the next fire (at most a minute)."""
+    async def tick(self) -> float:
+        """Fire what is due; return the seconds until the next fire (at most a minute).
+        A failure of one schedule is logged and retried with its own growing delay; the
+        others go on."""
         tm = self.tm
         states = await tm.store.schedule_states()
         now = tm.clock.now()
         wake_at = now + timedelta(seconds=_MAX_SLEEP)
         for sched in list(tm._schedules.values()):
-            progress = states.get(sched.id)
-            control = states.get(sched.control_key)
-            paused = control is not None and control.paused
-            mark = _later(
-                progress.last_fire_at if progress else None,
-                control.last_fire_at if control else None,
-            )
-            forced: list[datetime] = []
-            handled = self.handled.get(sched.id)
-            if handled is None:  # first pass of this instance
-                if first and sched.run_on_start and not paused:
-                    latest = sched.trigger.last_fires(now, 1)
-                    if latest and (mark is None or latest[0] > mark):
-                        forced = latest
-                handled = mark if mark is not None else now  # never ran: nothing missed
+            try:
+                nxt = await self._tick_one(sched, states, now)
+            except Exception:
+                delay = self.backoff.get(sched.id, 0.25) * 2
+                self.backoff[sched.id] = min(delay, 30.0)
+                log.exception(
+                    "anytask: the scheduler pass failed for schedule %r; retrying in %.1fs",
+                    sched.id,
+                    delay,
+                )
+                nxt = now + timedelta(seconds=delay)
             else:
-                handled = _later(handled, mark) or handled
-            if paused:
-                self.handled[sched.id] = _later(handled, now) or now
-                continue
-            fires = sorted(set(forced) | set(self._due(sched, handled, now)))
-            done: datetime | None = None
-            for fire in fires:
-                await self._fire(sched, fire, now)
-                done = fire
-                self.handled[sched.id] = _later(handled, fire) or fire
-            if len(fires) < _MAX_PER_PASS:
-                self.handled[sched.id] = _later(handled, now) or now
-            if done is not None and (mark is None or done > mark):
-                await tm.store.save_schedule_state(ScheduleState(sched.id, done, False))
-            nxt = sched.trigger.next_after(self.handled[sched.id])
+                self.backoff.pop(sched.id, None)
             if nxt is not None and nxt < wake_at:
                 wake_at = nxt
         return max((wake_at - tm.clock.now()).total_seconds(), 0.0)
 
-    def _due(self, sched: Schedule, handled: datetime, now: datetime) -> list[datetime]:
+    async def _tick_one(
+        self, sched: Schedule, states: dict[str, ScheduleState], now: datetime
+    ) -> datetime | None:
+        """One schedule's part of a pass; returns when it wants the next pass."""
+        tm = self.tm
+        key = progress_key(sched)
+        progress = states.get(key)
+        control = states.get(sched.control_key)
+        paused = control is not None and control.paused
+        mark = _later(
+            progress.last_fire_at if progress else None,
+            control.last_fire_at if control else None,
+        )
+        forced: list[datetime] = []
+        handled = self.handled.get(sched.id)
+        if handled is None:  # first pass of this instance (or its retry)
+            if sched.run_on_start and not paused:
+                latest = sched.trigger.last_fires(now, 1)
+                if latest and (mark is None or latest[0] > mark):
+                    forced = latest
+            if mark is None:
+                # never seen (or just redefined): nothing is missed before now, and the
+                # store says so at once, so that a restart before the first fire still
+                # knows which fires it missed
+                await tm.store.save_schedule_state(ScheduleState(key, now, False))
+                mark = now
+            handled = mark
+        else:
+            handled = _later(handled, mark) or handled
+        if paused:
+            self.handled[sched.id] = _later(handled, now) or now
+            self.owed.pop(sched.id, None)
+            return sched.trigger.next_after(self.handled[sched.id])
+        missed, on_time = self._due(sched, handled, now)
+        if on_time:
+            self.owed[sched.id] = min(on_time[0], self.owed.get(sched.id, on_time[0]))
+        fires = sorted(set(forced) | set(missed) | set(on_time))
+        done: datetime | None = None
+        for fire in fires:
+            await self._fire(sched, fire, now)
+            done = fire
+            self.handled[sched.id] = _later(handled, fire) or fire
+        self.owed.pop(sched.id, None)
+        if len(fires) < _MAX_PER_PASS:
+            self.handled[sched.id] = _later(handled, now) or now
+        if done is not None and (mark is None or done > mark):
+            await tm.store.save_schedule_state(ScheduleState(key, done, False))
+        return sched.trigger.next_after(self.handled[sched.id])
+
+    def _due(
+        self, sched: Schedule, handled: datetime, now: datetime
+    ) -> tuple[list[datetime], list[datetime]]:
+        """The missed fires to run (by the misfire policy) and the on-time ones."""
         trigger = sched.trigger
-        edge = now - timedelta(seconds=sched.misfire_grace)
-        out: list[datetime] = []
+        edge = now - timedelta(seconds=max(sched.misfire_grace, _MIN_GRACE))
+        owed = self.owed.get(sched.id)
+        if owed is not None:  # judged on time by a pass whose insert failed
+            edge = min(edge, owed - _TICK)
+        # on time: in (max(handled, edge), now]
+        on_time: list[datetime] = []
+        fire = trigger.next_after(max(handled, edge))
+        while fire is not None and fire <= now and len(on_time) < _MAX_PER_PASS:
+            on_time.append(fire)
+            fire = trigger.next_after(fire)
         # missed: in (handled, edge], more than misfire_grace late
+        missed: list[datetime] = []
         first = trigger.next_after(handled)
-        if first is not None and first <= edge and sched.misfire is MisfirePolicy.SKIP:
+        if first is None or first > edge:
+            return missed, on_time
+        if sched.misfire is MisfirePolicy.SKIP:
             log.info("anytask: schedule %r missed fires; skipping them (misfire=skip)", sched.id)
-        elif first is not None and first <= edge:
+        elif sched.misfire is MisfirePolicy.RUN_ONCE and on_time:
+            # the on-time run of this pass is the one run after the gap
+            log.info(
+                "anytask: schedule %r missed fires; its on-time fire runs for them "
+                "(misfire=run_once)",
+                sched.id,
+            )
+        else:
             n = 1 if sched.misfire is MisfirePolicy.RUN_ONCE else sched.max_catch_up
             lower = handled
             if sched.misfire_window is not None:
                 lower = max(lower, now - timedelta(seconds=sched.misfire_window))
-            out = [f for f in trigger.last_fires(edge, n) if f > lower]
-            if out:
+            missed = [f for f in trigger.last_fires(edge, n) if f > lower]
+            if missed:
                 log.info(
                     "anytask: schedule %r missed fires; running %d (misfire=%s)",
                     sched.id,
-                    len(out),
+                    len(missed),
                     sched.misfire.value,
                 )
-        # on time: in (max(handled, edge), now]
-        fire = trigger.next_after(max(handled, edge))
-        while fire is not None and fire <= now and len(out) < _MAX_PER_PASS:
-            out.append(fire)
-            fire = trigger.next_after(fire)
-        return out
+        return missed, on_time[: max(_MAX_PER_PASS - len(missed), 0)]
 
     async def _fire(self, sched: Schedule, fire_at: datetime, now: datetime) -> None:
         tm = self.tm
@@ -282,6 +349,15 @@ async def trigger_schedule(tm: TaskManager, schedule_id: str) -> str:
     sched = _get(tm, schedule_id)
     tm._require_running("trigger_schedule")
     now = tm.clock.now()
-    rec = _record(tm, sched, now, now, now)
-    await _insert(tm, rec)  # refused only if a fire for this very instant exists: same id
-    return rec.id
+    # a run of its own: a fresh id, and as fire time the first microsecond from now that
+    # is neither one of the schedule's fire times (whose run it would take) nor taken by
+    # another trigger
+    fire_at = now
+    for _ in range(1000):
+        if sched.trigger.next_after(fire_at - _TICK) != fire_at:
+            rec = _record(tm, sched, fire_at, now, now)
+            rec.id = str(uuid.uuid4())
+            if await _insert(tm, rec):
+                return rec.id
+        fire_at += _TICK
+    raise RuntimeError(f"could not find a free fire time for a run of {schedule_id!r}")
