@@ -967,6 +967,104 @@ async def test_unregistered_task_fails_without_stopping_the_runtime() -> None:
     assert ok.result == "ok"
 
 
+async def test_on_a_shared_store_an_unknown_task_waits_for_an_instance_that_has_it() -> None:
+    # two instances share a store; only "a" defines the task. Whatever "b" claims, it
+    # hands back without using up an attempt, and "a" runs every task once
+    store = SharedMemoryStore()
+    a = make(store, instance_id="a", poll_interval=0.02)
+    b = make(store, instance_id="b", poll_interval=0.02)
+    runs: list[int] = []
+
+    @a.task(name="send_email", retries=0)
+    async def send_email(n: int) -> None:
+        runs.append(n)
+
+    async with a, b:
+        ids = [await a.enqueue("send_email", n, delay=0.05) for n in range(20)]
+        records = [await a.wait(i, timeout=30) for i in ids]
+    assert sorted(runs) == list(range(20))
+    assert all(r.status is TaskStatus.SUCCESS for r in records)
+    assert all(r.attempts == 1 for r in records)  # hand-backs used up no attempt
+
+
+async def test_on_a_shared_store_an_unknown_task_fails_once_the_grace_is_over() -> None:
+    store = SharedMemoryStore()
+    other = make(store)
+
+    @other.task(name="only_elsewhere")
+    def only_elsewhere() -> None:
+        pass
+
+    ghost = other.add_task(only_elsewhere, delay=0.2)
+    async with other:
+        await other.flush()
+        other.stop()
+    tm = make(store, unregistered_grace=1.5)
+    async with tm:
+        await anyio.sleep(0.5)
+        waiting = await tm.get(ghost)
+        assert waiting is not None
+        assert waiting.status is TaskStatus.PENDING
+        assert waiting.error_type == "TaskNotRegistered"
+        assert waiting.attempts == 0
+        dead = await tm.wait(ghost, timeout=10)
+    assert dead.status is TaskStatus.FAILED
+    assert dead.error_type == "TaskNotRegistered"
+    assert dead.error is not None
+    assert "within 1.5s" in dead.error
+
+
+@pytest.mark.parametrize("grace", [-1, float("nan"), "5", True])
+def test_unregistered_grace_is_validated(grace: Any) -> None:
+    with pytest.raises(ConfigurationError, match="unregistered_grace"):
+        TaskManager(unregistered_grace=grace)
+
+
+async def test_a_plain_function_left_pending_at_a_restart_runs_once_it_is_used_again(
+    tmp_path: Path,
+) -> None:
+    # a plain function is registered at its first use: after a restart, a task of it left
+    # pending waits (handed back) until the function is used again, then runs
+    path = tmp_path / "t.db"
+    first = make(SQLiteStore(path), max_concurrency=1)
+    gate = anyio.Event()
+
+    @first.task
+    async def hold() -> None:
+        await gate.wait()
+
+    async with first:
+        await first.enqueue(hold)
+        left = first.add_task(_plain_send, "left@example.com")
+        await first.flush()
+    _plain_sent.clear()
+    second = make(SQLiteStore(path))
+
+    @second.task
+    async def hold() -> None:  # the same task, in the restarted process
+        pass
+
+    async with second:
+        await anyio.sleep(0.5)
+        waiting = await second.get(left)
+        assert waiting is not None
+        assert (waiting.status, waiting.error_type) == (TaskStatus.PENDING, "TaskNotRegistered")
+        assert _plain_sent == []
+        fresh = second.add_task(_plain_send, "new@example.com")  # first use: registered
+        assert (await second.wait(fresh, timeout=5)).status is TaskStatus.SUCCESS
+        rec = await second.wait(left, timeout=10)
+    assert rec.status is TaskStatus.SUCCESS
+    assert rec.attempts == 1
+    assert sorted(_plain_sent) == ["left@example.com", "new@example.com"]
+
+
+_plain_sent: list[str] = []
+
+
+async def _plain_send(address: str) -> None:
+    _plain_sent.append(address)
+
+
 async def test_requeue_pending_false_marks_leftovers_interrupted() -> None:
     store = MemoryStore()
     tm = make(store)

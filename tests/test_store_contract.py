@@ -489,6 +489,35 @@ async def test_retry_outcome_requeues_with_run_after(store: Store) -> None:
     assert second.started_at == at(60)
 
 
+async def test_a_hand_back_can_restore_the_attempts(store: Store) -> None:
+    # a task handed back without being run (Outcome.attempts) keeps its attempt count
+    await store.insert([make(id="t", max_attempts=2)])
+    (first,) = await claim_all(store)
+    assert first.attempts == 1
+    back = Outcome(
+        "t",
+        first.token,
+        TaskStatus.PENDING,
+        seq=first.seq,
+        ended_at=at(1),
+        error="not registered here",
+        error_type="TaskNotRegistered",
+        run_after=at(5),
+        attempts=0,
+    )
+    assert await store.complete([back]) == [True]
+    waiting = store.get("t")
+    assert waiting is not None
+    assert (waiting.status, waiting.attempts, waiting.run_after) == (
+        TaskStatus.PENDING,
+        0,
+        at(5),
+    )
+    (again,) = await claim_all(store, now=at(5))
+    assert again.attempts == 1
+    assert again.token > first.token
+
+
 # -- heartbeat and recovery ------------------------------------------------------------
 
 

@@ -100,6 +100,9 @@ class RunState(enum.Enum):
     STOPPING = "stopping"
 
 
+_NOT_REGISTERED = "TaskNotRegistered"
+
+
 def key_task_id(idempotency_key: str) -> str:
     """Tasks with an idempotency key get an id derived from it, so that the synchronous
     ``add_task`` can return the id of the first task enqueued with that key."""
@@ -205,6 +208,7 @@ class TaskManager:
         poll_interval: float = 0.5,
         clock: Clock | None = None,
         instance_id: str | None = None,
+        unregistered_grace: float = 300.0,
     ) -> None:
         if snapshot_db is not None and store is not None:
             raise ConfigurationError("pass snapshot_db or store, not both")
@@ -216,10 +220,12 @@ class TaskManager:
             ("shutdown_grace", shutdown_grace),
             ("lease", lease),
             ("poll_interval", poll_interval),
+            ("unregistered_grace", unregistered_grace),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigurationError(f"{option} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0 or (option != "shutdown_grace" and value == 0):
+            zero_ok = option in ("shutdown_grace", "unregistered_grace")
+            if not math.isfinite(value) or value < 0 or (not zero_ok and value == 0):
                 raise ConfigurationError(f"{option} must be a positive number, got {value!r}")
         if not isinstance(requeue_pending, bool):
             raise ConfigurationError(f"requeue_pending must be a bool, got {requeue_pending!r}")
@@ -236,6 +242,8 @@ class TaskManager:
         self.shutdown_grace = float(shutdown_grace)
         self.lease = float(lease)
         self.poll_interval = float(poll_interval)
+        self.unregistered_grace = float(unregistered_grace)
+        self._unknown_names: set[str] = set()  # warned about (see _not_registered)
         self.clock: Clock = clock or SystemClock()
         self._fixed_instance_id = instance_id
         self.instance_id = instance_id or uuid.uuid4().hex
@@ -1475,18 +1483,7 @@ class TaskManager:
             self._claimed.discard(rec.id)
         defn = self.registry.get(rec.name)
         if defn is None:
-            now = self.clock.now()
-            out = Outcome(
-                rec.id,
-                rec.token,
-                TaskStatus.FAILED,
-                seq=rec.seq,
-                ended_at=now,
-                error=f"task {rec.name!r} is not registered in this process",
-                error_type="TaskNotRegistered",
-                logs=rec.logs,
-            )
-            self._finish(rec, out)
+            self._finish(rec, self._not_registered(rec))
             return
         slot.record = rec
         active = slot.active = _Active(rec)
@@ -1557,6 +1554,84 @@ class TaskManager:
             self._fire_changed()
             return
         self._finish(rec, self._outcome(rec, None, result, failure, active))
+
+    def _not_registered(self, rec: TaskRecord) -> Outcome:
+        """The outcome of a claimed task whose name this process has not registered.
+
+        With a store that other processes share, one of them may have it (a rolling
+        upgrade that adds a task; a plain function, registered at its first use, whose
+        tasks were left pending at a restart), so the task is handed back, its attempt
+        not counted, and claimed again after a growing wait (1 s, then a quarter of the
+        time it has waited, at most 10 s), until it has waited ``unregistered_grace``
+        seconds. Then,
+        or at once with an in-process store, it fails (a dead letter, replayable)."""
+        now = self.clock.time()
+        ended = from_ts(now)
+        # the first hand-back left a log line (a claim keeps logs, not end times): the
+        # wait counts from it, as long as the task has been handed back ever since
+        since = [
+            line["ts"]
+            for line in rec.logs
+            if "unregistered_in" in line and isinstance(line.get("ts"), int | float)
+        ]
+        waiting_since = min(min(since), now) if since and rec.error_type == _NOT_REGISTERED else now
+        waited = now - waiting_since
+        if self._store.shared and waited < self.unregistered_grace:
+            if rec.name not in self._unknown_names:
+                self._unknown_names.add(rec.name)
+                log.warning(
+                    "anytask: task %r is not registered in this process; its tasks are handed "
+                    "back for an instance that has it (for up to %gs, then they fail)",
+                    rec.name,
+                    self.unregistered_grace,
+                )
+            # short waits at first (the instance that has it is likely just busy, or
+            # lost the race for the claim), longer ones while nobody takes it
+            wait = min(max(waited / 4, 1.0), 10.0, self.unregistered_grace - waited)
+            logs = None
+            if waited == 0:
+                logs = [
+                    *rec.logs,
+                    {
+                        "ts": now,
+                        "level": "warning",
+                        "msg": f"task {rec.name!r} is not registered in this instance; "
+                        "handed back for an instance that has it",
+                        "unregistered_in": self.instance_id,
+                    },
+                ]
+            return Outcome(
+                rec.id,
+                rec.token,
+                TaskStatus.PENDING,
+                seq=rec.seq,
+                ended_at=ended,
+                run_after=from_ts(now + wait),
+                logs=logs,
+                error=(
+                    f"task {rec.name!r} is not registered in instance {self.instance_id}; "
+                    "waiting for an instance that has it"
+                ),
+                error_type=_NOT_REGISTERED,
+                attempts=rec.attempts - 1,
+            )
+        if self._store.shared:
+            error = (
+                f"task {rec.name!r} is not registered in this process, and no instance "
+                f"sharing the store ran it within {self.unregistered_grace:g}s"
+            )
+        else:
+            error = f"task {rec.name!r} is not registered in this process"
+        return Outcome(
+            rec.id,
+            rec.token,
+            TaskStatus.FAILED,
+            seq=rec.seq,
+            ended_at=ended,
+            error=error,
+            error_type=_NOT_REGISTERED,
+            logs=rec.logs,
+        )
 
     def _finish(self, rec: TaskRecord, out: Outcome | None) -> None:
         """An attempt ended: free its slot and pass its outcome on (to the store at once

@@ -150,6 +150,9 @@ class Outcome:
     logs: list[dict[str, Any]] | None = None  # the full log list, replacing the stored one
     run_after: datetime | None = None  # set when status is PENDING (retry or requeue)
     seq: int | None = None  # the record's seq when known: lets a store find it faster
+    # with status PENDING: the record's attempts become this (a task handed back without
+    # being run does not use up an attempt); None leaves them as the claim set them
+    attempts: int | None = None
 
 
 def _statuses(value: Any) -> frozenset[TaskStatus]:

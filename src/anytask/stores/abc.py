@@ -14,7 +14,9 @@ Rules every implementation follows (and ``tests/test_store_contract.py`` checks)
   to ``running``, highest priority first and FIFO (by ``seq``) among equals, setting the
   owner, lease expiry, ``started_at``, ``attempts + 1`` and a new fencing ``token``.
 * :meth:`complete` applies an :class:`Outcome` only while the record is ``running`` with
-  the outcome's token; an outcome from a worker that lost its lease is refused.
+  the outcome's token; an outcome from a worker that lost its lease is refused. A
+  ``pending`` outcome (a retry, a requeue, a hand-back) sets ``run_after`` when given, and
+  ``attempts`` when given (a task handed back unrun does not use up an attempt).
 * :meth:`write_batch` does an insert, a complete and a claim, in that order; a store that
   can runs all three in one transaction (one commit instead of three).
 * :meth:`heartbeat` extends, in one statement, the leases of every record ``owner`` runs.

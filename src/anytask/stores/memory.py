@@ -304,6 +304,8 @@ class MemoryStore(Store):
                 rec.logs = cloned(out.logs)
             rec.error, rec.error_type, rec.traceback = out.error, out.error_type, out.traceback
             if out.status is _PENDING:
+                if out.attempts is not None:
+                    rec.attempts = out.attempts
                 rec.run_after = out.run_after or rec.run_after
                 rec.ended_at = out.ended_at
                 self._enqueue(rec)

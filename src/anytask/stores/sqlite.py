@@ -227,7 +227,7 @@ _COMPLETE_RETRY = """
 UPDATE anytask_tasks
 SET status = 'pending', owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
     logs = coalesce(?, logs), error = ?, error_type = ?, traceback = ?,
-    ended_at = ?, run_after = coalesce(?, run_after)
+    ended_at = ?, run_after = coalesce(?, run_after), attempts = coalesce(?, attempts)
 WHERE {key} AND token = ? AND status = 'running'
 """
 #: Final outcomes of many rows in one statement: each VALUES row holds the parameters of
@@ -537,6 +537,7 @@ def _outcome_params(outcomes: Sequence[Outcome]) -> list[tuple[str, tuple[Any, .
                 out.traceback,
                 _ts(out.ended_at),
                 _ts(out.run_after),
+                out.attempts,
             )
         else:
             sql = _COMPLETE_FINAL_ID if out.seq is None else _COMPLETE_FINAL_SEQ
