@@ -36,10 +36,14 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def serve(app: Any, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, and an httpx client talking to it."""
+async def serve(
+    app: Any, *, root_path: str = "", **client_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and an httpx client talking to it. With
+    ``root_path``, as a server run with ``--root-path`` serves it: request paths include
+    the root path (``/admin/tasks/...``) and the scope's ``root_path`` says so."""
     async with lifespan(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, root_path=root_path)
         async with httpx.AsyncClient(
             transport=transport, base_url=BASE, **client_options
         ) as client:

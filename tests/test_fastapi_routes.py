@@ -17,20 +17,25 @@ from starlette.routing import Route
 from anytask import MemoryStore, RunState, TaskAdmin, TaskManager, TaskStatus
 from fastapi_helpers import lifespan, serve
 
+PLAIN_CALLS: list[str] = []
+
+
+def plain_note(value: str) -> None:
+    """Module-level and not decorated: still a durable task (anytask finds it by name)."""
+    PLAIN_CALLS.append("plain:" + value)
+
 
 def make_app() -> tuple[FastAPI, TaskManager, list[str]]:
     tm = TaskManager(store=MemoryStore())
     app = FastAPI()
     TaskAdmin(app, tm)
     calls: list[str] = []
+    PLAIN_CALLS.clear()
 
     @tm.task(retries=1)
     async def note(value: str) -> str:
         calls.append(value)
         return value
-
-    def plain_note(value: str) -> None:  # not decorated: still tracked
-        calls.append("plain:" + value)
 
     @app.post("/sync-bg")
     def sync_bg(value: str, background_tasks: BackgroundTasks) -> dict[str, Any]:
@@ -63,7 +68,9 @@ async def test_every_injection_style_returns_a_task_id_that_runs_once() -> None:
             record = await tm.wait(task_id, timeout=10)
             assert record.status is TaskStatus.SUCCESS
         await anyio.sleep(0.05)  # Starlette's own background runner would run by now
-    assert sorted(calls) == sorted(["/sync-bg", "plain:/async-bg", "/sync-dep", "/async-dep"])
+    assert sorted(calls + PLAIN_CALLS) == sorted(
+        ["/sync-bg", "plain:/async-bg", "/sync-dep", "/async-dep"]
+    )
     assert tm.store.get(ids[2]).priority == 9
 
 
@@ -104,7 +111,10 @@ async def test_an_app_without_taskadmin_keeps_stock_background_tasks() -> None:
     assert await tm.store.count() == 0
 
 
-async def test_the_apps_own_lifespan_runs_inside_the_managers() -> None:
+async def test_the_apps_own_lifespan_starts_first_and_its_tasks_are_committed() -> None:
+    """TaskAdmin starts the manager once the app's own startup is done (so that startup
+    could run it itself); tasks queued at startup wait in the buffer and are committed
+    when it starts, tasks queued at shutdown are committed before it stops."""
     tm = TaskManager(store=MemoryStore())
     seen: list[tuple[str, RunState]] = []
 
@@ -118,6 +128,7 @@ async def test_the_apps_own_lifespan_runs_inside_the_managers() -> None:
         app.state.startup_task = tm.add_task(at_startup)
         yield
         seen.append(("shutdown", tm.state))
+        app.state.shutdown_task = tm.add_task(at_startup)
 
     app = FastAPI(lifespan=own)
     TaskAdmin(app, tm)
@@ -125,8 +136,9 @@ async def test_the_apps_own_lifespan_runs_inside_the_managers() -> None:
         assert tm.state is RunState.RUNNING
         record = await tm.wait(app.state.startup_task, timeout=10)
         assert record.status is TaskStatus.SUCCESS
-    assert seen == [("startup", RunState.RUNNING), ("shutdown", RunState.RUNNING)]
+    assert seen == [("startup", RunState.IDLE), ("shutdown", RunState.RUNNING)]
     assert tm.state is RunState.IDLE
+    assert tm.store.get(app.state.shutdown_task) is not None
 
 
 async def test_the_lifespan_helper_wires_the_manager_without_wrapping_twice() -> None:
@@ -174,10 +186,26 @@ async def test_a_response_is_refused_when_its_tasks_cannot_be_committed() -> Non
     def go(background_tasks: BackgroundTasks) -> dict[str, Any]:
         return {"task_id": background_tasks.add_task(print, "never acknowledged")}
 
+    @app.get("/plain")
+    def plain() -> dict[str, str]:
+        return {"queued": "nothing"}
+
     async with serve(app) as client:
         response = await client.post("/go")
+        # a request that queued nothing is not refused for the one that did
+        other = await client.get("/plain")
+        again = await client.post("/go")
     assert response.status_code == 503
     assert "not committed" in response.json()["detail"]
+    assert other.status_code == 200
+    assert again.status_code == 503
+    # the client was told the task was not accepted: it must not run once tm starts, and
+    # what other code queued meanwhile still is committed
+    kept = tm.add_task(print, "queued outside a request")
+    async with tm:
+        await tm.join(timeout=5)
+        assert sum((await tm.counts()).values()) == 1
+        assert (await tm.wait(kept, timeout=5)).status.value == "success"
 
 
 def test_anytask_imports_without_fastapi() -> None:

@@ -36,6 +36,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -101,6 +102,10 @@ class RunState(enum.Enum):
 
 
 _NOT_REGISTERED = "TaskNotRegistered"
+
+#: Set by a caller that wants to know which tasks it queued for the group commit (the
+#: FastAPI middleware, per request): the ids are appended to the list.
+_queued_here: ContextVar[list[TaskRecord] | None] = ContextVar("anytask_queued_here", default=None)
 
 
 def key_task_id(idempotency_key: str) -> str:
@@ -254,6 +259,7 @@ class TaskManager:
         self._lock = threading.Lock()
         # enqueue buffer (appended from any thread under _lock)
         self._inserts: list[TaskRecord] = []
+        self._withdrawn: set[int] = set()  # id() of buffered records not to write
         self._submitted = 0
         self._committed = 0
         self._outcomes: list[tuple[Outcome, TaskRecord]] = []
@@ -585,8 +591,22 @@ class TaskManager:
             self._inserts.extend(records)
             self._submitted += len(records)
             mark = self._submitted
+        queued = _queued_here.get()
+        if queued is not None:
+            queued.extend(records)
         self._wake_writer()
         return mark
+
+    def _withdraw(self, records: Iterable[TaskRecord]) -> int:
+        """Withdraw queued records that are still waiting for the group commit (their
+        caller was told they were not accepted): the writer skips them. They keep their
+        place in the buffer, so that the positions commit marks count stay right.
+        Returns how many were still waiting."""
+        with self._lock:
+            waiting = {id(rec) for rec in self._inserts}
+            taken = {id(rec) for rec in records} & waiting
+            self._withdrawn |= taken
+        return len(taken)
 
     def _wake_writer(self) -> None:
         wake = self._writer_wake
@@ -1081,6 +1101,10 @@ class TaskManager:
                 batch = self._inserts[:INSERT_BATCH]
                 del self._inserts[:INSERT_BATCH]
                 mark = self._submitted - len(self._inserts)
+                if self._withdrawn:  # (they count for the mark, but are not written)
+                    withdrawn = self._withdrawn
+                    self._withdrawn = {id(r) for r in self._inserts} & withdrawn
+                    batch = [r for r in batch if id(r) not in withdrawn]
             outs, self._outcomes = self._outcomes, []
             self._outs_writing = outs
             limit = self._claim_limit() if batch or outs else 0

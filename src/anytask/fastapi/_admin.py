@@ -39,13 +39,14 @@ from ._models import (
     event_json,
     schedule_json,
 )
-from ._wiring import TaskMiddleware, install, lifespan
+from ._wiring import TaskMiddleware, install, lifespan, split_root
 
 __all__ = ["TaskAdmin"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 _WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 _MAX_LIST = 500
+MIN_SESSION_TTL = 60.0  # seconds: shorter, a login would expire before the dashboard loads
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -65,13 +66,36 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _statuses(value: str | None) -> frozenset[TaskStatus] | None:
+    """``status=a,b``. Empty (``status=``, as an empty form field sends) means no filter;
+    a value that names no status (``status=,``) is an error rather than an empty list."""
     if not value:
         return None
+    allowed = ", ".join(s.value for s in TaskStatus)
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    if not names:
+        raise HTTPException(422, f"status names no status, got {value!r}; use some of: {allowed}")
     try:
-        return frozenset(TaskStatus(s.strip()) for s in value.split(",") if s.strip())
+        return frozenset(TaskStatus(name) for name in names)
     except ValueError:
-        allowed = ", ".join(s.value for s in TaskStatus)
         raise HTTPException(422, f"status must be a list of: {allowed}") from None
+
+
+def _session_seconds(value: object) -> int:
+    """``session_ttl`` as whole seconds: a number of seconds or a timedelta, finite and at
+    least :data:`MIN_SESSION_TTL` (the cookie's ``Max-Age`` and the signature's age
+    limit are whole seconds)."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < MIN_SESSION_TTL
+    ):
+        raise ConfigurationError(
+            f"session_ttl must be a number of seconds or a timedelta, finite and at least "
+            f"{MIN_SESSION_TTL:g} s, got {value!r}"
+        )
+    return int(seconds)
 
 
 class _EventStream(Response):
@@ -148,10 +172,12 @@ class TaskAdmin:
     """Mount anytask's JSON API and dashboard under ``prefix`` and wire ``manager`` into
     ``app`` (FastAPI or plain Starlette).
 
-    * the manager starts and stops with the app's lifespan, around any lifespan the app
-      already has (``manage_lifespan=False`` if you run it yourself, e.g. with
-      :func:`anytask.fastapi.lifespan`);
-    * ``BackgroundTasks.add_task`` and ``Depends(manager.get_tasks)`` return task ids;
+    * the manager starts after the startup of any lifespan the app already has, unless
+      that lifespan runs it itself, and stops after its shutdown (see
+      :func:`anytask.fastapi.lifespan`; ``manage_lifespan=False`` to wire it yourself);
+    * ``BackgroundTasks.add_task`` and ``Depends(manager.get_tasks)`` return task ids
+      (``BackgroundTasks`` only for callables anytask can find again by name: a lambda or
+      a closure runs after the response, as in stock Starlette);
     * no response leaves before the tasks its request queued are committed;
     * ``auth``: ``("user", "password")``, a list of such pairs, or a callable
       ``async (request) -> str | None`` (the user name, or None when not signed in).
@@ -165,7 +191,7 @@ class TaskAdmin:
         prefix: str = "/tasks",
         *,
         secret: str | bytes | None = None,
-        session_ttl: float = 12 * 3600,
+        session_ttl: float | timedelta = 12 * 3600,
         login_attempts: int = 5,
         login_window: float = 60.0,
         public_health: bool = True,
@@ -187,9 +213,13 @@ class TaskAdmin:
             isinstance(sse_max_age, int | float) and math.isfinite(sse_max_age) and sse_max_age > 0
         ):
             raise ConfigurationError(f"sse_max_age must be a positive number, got {sse_max_age!r}")
+        ttl = _session_seconds(session_ttl)
         self.app = app
         self.manager = manager
         self.prefix = prefix
+        # plain Starlette: the API is a sub-app mounted at the prefix, so inside it the
+        # prefix is already part of the request's root_path (see _base)
+        self._mounted = not isinstance(app, FastAPI)
         self.public_health = public_health
         self.trusted_origins = frozenset(o.rstrip("/") for o in trusted_origins)
         self.sse_ping = float(sse_ping)
@@ -198,8 +228,7 @@ class TaskAdmin:
         self.auth = Authenticator(
             auth,
             secret=secret,
-            session_ttl=session_ttl,
-            cookie_path=prefix,
+            session_ttl=ttl,
             throttle=Throttle(login_attempts, login_window),
         )
         install()
@@ -220,8 +249,15 @@ class TaskAdmin:
             if getattr(current, "__anytask_manager__", None) is not manager:
                 app.router.lifespan_context = lifespan(manager, current)
 
+    def _base(self, request: Request) -> str:
+        """The prefix as the browser sees it: below the app's ``root_path`` when the app is
+        mounted inside another one or served with ``--root-path`` behind a proxy. Every
+        URL sent to the browser (redirects, the cookie's Path) starts with it."""
+        root = split_root(request.scope)[0]
+        return root if self._mounted else root + self.prefix
+
     async def _to_dashboard(self, request: Request) -> Response:
-        return RedirectResponse(f"{self.prefix}/dashboard", status_code=303)
+        return RedirectResponse(f"{self._base(request)}/dashboard", status_code=303)
 
     # ------------------------------------------------------------------ guards
     async def require_user(self, request: Request) -> str:
@@ -249,15 +285,21 @@ class TaskAdmin:
         return FileResponse(path, status_code=status, media_type="text/html; charset=utf-8")
 
     def _login_redirect(self, request: Request) -> RedirectResponse:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"{self.prefix}/login?next={quote(target)}", status_code=303)
+        root = split_root(request.scope)[0]
+        path = request.url.path  # with the root in it, unless the server left it out
+        if root and not (path == root or path.startswith(root + "/")):
+            path = root + path
+        target = path + (f"?{request.url.query}" if request.url.query else "")
+        base = self._base(request)
+        return RedirectResponse(f"{base}/login?next={quote(target)}", status_code=303)
 
-    def _safe_next(self, value: str | None) -> str:
-        default = f"{self.prefix}/dashboard"
+    def _safe_next(self, request: Request, value: str | None) -> str:
+        base = self._base(request)
+        default = f"{base}/dashboard"
         if not value:
             return default
         parts = urlsplit(value)
-        if parts.scheme or parts.netloc or not value.startswith(self.prefix + "/"):
+        if parts.scheme or parts.netloc or not value.startswith(base + "/"):
             return default
         if "\\" in value or value.startswith("//"):
             return default
@@ -457,7 +499,7 @@ class TaskAdmin:
             sess = self.auth.session(request)
             response = JSONResponse({})
             if sess is None:
-                sess = self.auth.set_session(response, request, None)
+                sess = self.auth.set_session(response, request, None, self._base(request))
             body = SessionOut(
                 user=user or None,
                 csrf_token=self.auth.csrf_token(sess),
@@ -479,8 +521,8 @@ class TaskAdmin:
         async def logout(request: Request) -> Response:
             form = await _form(request)
             self._check_csrf(request, request.headers.get("x-csrf-token") or form.get("csrf_token"))
-            response = RedirectResponse(f"{self.prefix}/login", status_code=303)
-            self.auth.clear_session(response, request)
+            response = RedirectResponse(f"{self._base(request)}/login", status_code=303)
+            self.auth.clear_session(response, request, self._base(request))
             return response
 
         @router.get("/dashboard", include_in_schema=False)
@@ -540,9 +582,9 @@ class TaskAdmin:
                 return self._html("login.html", status=401)
             return JSONResponse({"detail": "invalid user name or password"}, status_code=401)
         auth.throttle.reset(user_key)
-        target = self._safe_next(form.get("next") or request.query_params.get("next"))
+        target = self._safe_next(request, form.get("next") or request.query_params.get("next"))
         response = RedirectResponse(target, status_code=303)
-        auth.set_session(response, request, username)
+        auth.set_session(response, request, username, self._base(request))
         return response
 
 

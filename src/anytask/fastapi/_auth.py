@@ -107,8 +107,7 @@ class Authenticator:
         auth: Any,
         *,
         secret: str | bytes | None,
-        session_ttl: float,
-        cookie_path: str,
+        session_ttl: int,
         throttle: Throttle,
     ) -> None:
         self.users: dict[str, bytes] = {}
@@ -118,7 +117,7 @@ class Authenticator:
         elif callable(auth):
             self.callable = auth
         elif isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(a, str) for a in auth):
-            self.users[auth[0]] = _digest(auth[1])
+            self._add_user(auth)  # one pair: checked like each pair of a list
         else:
             try:
                 pairs = list(auth)
@@ -127,13 +126,7 @@ class Authenticator:
                     f"auth must be (user, password), a list of them or a callable, got {auth!r}"
                 ) from None
             for pair in pairs:
-                if not (
-                    isinstance(pair, tuple)
-                    and len(pair) == 2
-                    and all(isinstance(p, str) and p for p in pair)
-                ):
-                    raise ConfigurationError(f"auth pairs must be (user, password), got {pair!r}")
-                self.users[pair[0]] = _digest(pair[1])
+                self._add_user(pair)
             if not self.users:
                 raise ConfigurationError("auth is an empty list: nobody could sign in")
         if secret is None:
@@ -146,8 +139,19 @@ class Authenticator:
         self._serializer = URLSafeTimedSerializer(key, salt="anytask.session")
         self._dummy = _digest(secrets.token_hex(16))
         self.session_ttl = session_ttl
-        self.cookie_path = cookie_path
         self.throttle = throttle
+
+    def _add_user(self, pair: object) -> None:
+        """An empty user name or password would let anyone in with empty fields."""
+        if not (
+            isinstance(pair, tuple)
+            and len(pair) == 2
+            and all(isinstance(p, str) and p for p in pair)
+        ):
+            raise ConfigurationError(
+                f"auth pairs must be (user, password), both non-empty str, got {pair!r}"
+            )
+        self.users[pair[0]] = _digest(pair[1])
 
     @property
     def enabled(self) -> bool:
@@ -163,7 +167,7 @@ class Authenticator:
         if not raw:
             return None
         try:
-            data = self._serializer.loads(raw, max_age=int(self.session_ttl))
+            data = self._serializer.loads(raw, max_age=self.session_ttl)
         except BadSignature:
             return None
         if not isinstance(data, dict):
@@ -175,23 +179,26 @@ class Authenticator:
             return None  # the user was removed from the configuration
         return Session(user, nonce)
 
-    def set_session(self, response: Response, request: Request, user: str | None) -> Session:
+    def set_session(
+        self, response: Response, request: Request, user: str | None, path: str
+    ) -> Session:
+        """A new session cookie for ``path``: the admin's prefix as the browser sees it."""
         session = Session(user, secrets.token_urlsafe(18))
         response.set_cookie(
             COOKIE,
             self._serializer.dumps({"u": user, "n": session.nonce}),
-            max_age=int(self.session_ttl),
-            path=self.cookie_path,
+            max_age=self.session_ttl,
+            path=path,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
         )
         return session
 
-    def clear_session(self, response: Response, request: Request) -> None:
+    def clear_session(self, response: Response, request: Request, path: str) -> None:
         response.delete_cookie(
             COOKIE,
-            path=self.cookie_path,
+            path=path,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",

@@ -9,7 +9,7 @@ function previewBody(preview, where) {
     return h(
       "p",
       { class: "muted" },
-      "Nothing to replay: there are no failed or interrupted tasks in " + what + ".",
+      "Nothing to replay: there are no failed or interrupted tasks in " + where + ".",
     );
   }
   const items = preview.items.map((item) =>
