@@ -19,6 +19,7 @@ from anytask import (
     MemoryStore,
     RunState,
     SQLiteStore,
+    StoreError,
     TaskManager,
     TaskNotFound,
     TaskQuery,
@@ -1063,6 +1064,98 @@ _plain_sent: list[str] = []
 
 async def _plain_send(address: str) -> None:
     _plain_sent.append(address)
+
+
+class GatedWriteStore(MemoryStore):
+    """write_batch with records waits for ``release``, then fails if ``fail`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.fail = False
+
+    @property
+    def inline(self) -> bool:  # every write goes through the writer and write_batch
+        return False
+
+    async def write_batch(self, records: Any, outcomes: Any, *args: Any) -> Any:
+        if records:
+            await self.release.wait()
+            if self.fail:
+                raise StoreError("database is locked")
+        return await super().write_batch(records, outcomes, *args)
+
+
+@pytest.mark.parametrize("write_fails", [False, True])
+async def test_withdrawing_waits_for_the_write_in_flight(write_fails: bool) -> None:
+    # a caller withdraws its queued records while the writer is writing them: it learns
+    # whether they were committed after all (then they run), or else they never run
+    from anytask._manager import QueuedHere, _queued_here
+
+    store = GatedWriteStore()
+    store.fail = write_fails
+    tm = make(store)
+    ran: list[int] = []
+
+    @tm.task
+    async def charge(n: int) -> None:
+        ran.append(n)
+
+    async with tm:
+        queued = QueuedHere()
+        token = _queued_here.set(queued)
+        try:
+            task_id = tm.add_task(charge, 1)
+        finally:
+            _queued_here.reset(token)
+        with anyio.fail_after(5):
+            while not tm._batch_writing:  # noqa: ASYNC110 - waiting for the writer
+                await anyio.sleep(0.005)
+        result: list[Any] = []
+
+        async def withdraw() -> None:
+            result.append(await tm._withdraw(queued.records))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(withdraw)
+            await anyio.sleep(0.05)
+            assert result == []  # it waits for the write
+            store.fail = write_fails
+            store.release.set()
+        if write_fails:
+            store.fail = False  # the retry would succeed: the record must be skipped
+        await anyio.sleep(0.3)
+        await tm.join(timeout=5)
+    if write_fails:
+        assert result == [[]]
+        assert ran == []
+        assert tm.store.get(task_id) is None
+    else:
+        assert [r.id for r in result[0]] == [task_id]
+        assert ran == [1]
+
+
+async def test_code_outliving_a_request_adds_nothing_to_its_queue() -> None:
+    from anytask._manager import QueuedHere, _queued_here
+
+    tm = make()
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    async with tm:
+        queued = QueuedHere()
+        token = _queued_here.set(queued)
+        try:
+            tm.add_task(job)
+            queued.is_open = False  # the request ends; code it started goes on
+            for _ in range(100):
+                tm.add_task(job)
+        finally:
+            _queued_here.reset(token)
+        await tm.join(timeout=5)
+    assert len(queued.records) <= 1  # (0 with MemoryStore's direct path)
 
 
 async def test_requeue_pending_false_marks_leftovers_interrupted() -> None:

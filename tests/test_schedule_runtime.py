@@ -608,3 +608,70 @@ async def test_triggers_are_runs_of_their_own() -> None:
     assert T0 + timedelta(seconds=60) in runs  # the fire ran as well
     assert len(runs) == 4
     assert all(r.status is TaskStatus.SUCCESS for r in recs.values())
+
+
+class OutageStore(MemoryStore):
+    """Fire inserts fail until ``until`` (virtual time, seconds since T0)."""
+
+    def __init__(self, clock: LoopClock, until: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.until = until
+
+    async def insert(self, records: Sequence[TaskRecord]) -> list[bool]:
+        now = (self.clock.now() - T0).total_seconds()
+        if now < self.until and any(r.schedule_id for r in records):
+            raise StoreError("database is locked")
+        return await super().insert(records)
+
+
+async def test_after_an_outage_only_the_fire_whose_insert_failed_stays_on_time() -> None:
+    # inserts fail from 10 s to 20 s; with misfire="skip" the fire at 10 s (judged on
+    # time, then failed) still runs once the store is back, but the ones that passed
+    # during the outage were missed and are skipped: no burst of late runs
+    clock = LoopClock(T0.timestamp())
+    store = OutageStore(clock, until=20.0)
+    tm = make(store, clock)
+
+    @tm.schedule(every=10, id="s", misfire="skip")
+    async def job() -> None:
+        pass
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(seconds=45))
+        await tm.join()
+    recs = await records(tm, "s")
+    assert fires(recs) == at(10, 30, 40)
+    late = [r for r in recs if (r.created_at - r.fire_at).total_seconds() > 1]
+    assert fires(late) == at(10)
+
+
+async def test_progress_written_by_the_previous_version_is_kept() -> None:
+    # the previous version kept one row per schedule, under its id: an upgrade that
+    # comes after downtime still runs the fires missed meanwhile
+    store, clock = MemoryStore(), LoopClock((T0 + timedelta(seconds=305)).timestamp())
+    await store.save_schedule_state(ScheduleState("s", T0 + timedelta(seconds=60), False))
+    tm = make(store, clock)
+
+    @tm.schedule(every=60, id="s", misfire="catch_up", overlap="allow")
+    async def job() -> None:
+        pass
+
+    async with tm:
+        await anyio.sleep(1)
+        await tm.join()
+    assert fires(await records(tm, "s")) == at(120, 180, 240, 300)
+
+
+def test_every_definition_of_the_fire_times_has_its_own_progress() -> None:
+    from anytask.schedule._definition import Schedule
+    from anytask.schedule._runner import progress_key
+
+    def key(**options: Any) -> str:
+        return progress_key(Schedule(id="s", task_name="job", **options))
+
+    assert key(every=1234567) != key(every=1234568)
+    assert key(every=86400.25) != key(every=86400.2)
+    assert key(cron="0 9 * * *") != key(cron="0 9 * * *", timezone="Europe/Berlin")
+    assert key(every=60) != key(every=60, start_at=T0 + timedelta(seconds=1))
+    assert key(every=60, jitter=5, misfire="skip") == key(every=60)  # times unchanged

@@ -518,6 +518,41 @@ async def test_a_hand_back_can_restore_the_attempts(store: Store) -> None:
     assert again.token > first.token
 
 
+@pytest.mark.parametrize("kind", ["retry", "hand-back"])
+async def test_a_pending_outcome_after_a_cancel_request_ends_cancelled(
+    store: Store, kind: str
+) -> None:
+    # the owner retries (or hands back) a task that another instance asked to cancel
+    # before the owner heard of it: the request wins, the task does not run again
+    await store.insert([make(id="t", max_attempts=3)])
+    (first,) = await claim_all(store)
+    assert await store.cancel("t", at(1)) is TaskStatus.RUNNING
+    out = Outcome(
+        "t",
+        first.token,
+        TaskStatus.PENDING,
+        seq=first.seq,
+        ended_at=at(2),
+        error="flaky",
+        error_type="IOError",
+        run_after=at(60),
+        attempts=0 if kind == "hand-back" else None,
+    )
+    assert await store.complete([out]) == [True]
+    rec = store.get("t")
+    assert rec is not None
+    assert (rec.status, rec.error_type, rec.ended_at) == (
+        TaskStatus.CANCELLED,
+        "Cancelled",
+        at(2),
+    )
+    assert not rec.cancel_requested
+    assert await claim_all(store, now=at(60)) == []
+    counts = await store.counts()
+    assert counts[TaskStatus.CANCELLED] == 1
+    assert counts[TaskStatus.PENDING] == 0
+
+
 # -- heartbeat and recovery ------------------------------------------------------------
 
 

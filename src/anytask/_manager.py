@@ -34,7 +34,7 @@ import time
 import traceback as tb_module
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -103,9 +103,22 @@ class RunState(enum.Enum):
 
 _NOT_REGISTERED = "TaskNotRegistered"
 
-#: Set by a caller that wants to know which tasks it queued for the group commit (the
-#: FastAPI middleware, per request): the ids are appended to the list.
-_queued_here: ContextVar[list[TaskRecord] | None] = ContextVar("anytask_queued_here", default=None)
+
+class QueuedHere:
+    """What one caller (the FastAPI middleware, per request) queued for the group commit
+    while it was open: its records, and the commit mark that covers them all. Code the
+    request started and that outlives it (a task group of the app's) keeps the context,
+    so nothing is added once the caller closes it."""
+
+    __slots__ = ("is_open", "mark", "records")
+
+    def __init__(self) -> None:
+        self.is_open = True
+        self.records: list[TaskRecord] = []
+        self.mark = 0
+
+
+_queued_here: ContextVar[QueuedHere | None] = ContextVar("anytask_queued_here", default=None)
 
 
 def key_task_id(idempotency_key: str) -> str:
@@ -260,6 +273,7 @@ class TaskManager:
         # enqueue buffer (appended from any thread under _lock)
         self._inserts: list[TaskRecord] = []
         self._withdrawn: set[int] = set()  # id() of buffered records not to write
+        self._batch_writing: list[TaskRecord] = []  # taken from _inserts, being written
         self._submitted = 0
         self._committed = 0
         self._outcomes: list[tuple[Outcome, TaskRecord]] = []
@@ -592,21 +606,26 @@ class TaskManager:
             self._submitted += len(records)
             mark = self._submitted
         queued = _queued_here.get()
-        if queued is not None:
-            queued.extend(records)
+        if queued is not None and queued.is_open:
+            queued.records.extend(records)
+            queued.mark = mark
         self._wake_writer()
         return mark
 
-    def _withdraw(self, records: Iterable[TaskRecord]) -> int:
-        """Withdraw queued records that are still waiting for the group commit (their
-        caller was told they were not accepted): the writer skips them. They keep their
-        place in the buffer, so that the positions commit marks count stay right.
-        Returns how many were still waiting."""
+    async def _withdraw(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
+        """Withdraw queued records whose caller is told they were not accepted: the writer
+        skips those still waiting for the group commit. They keep their place in the
+        buffer, so that the positions commit marks count stay right. A write in flight
+        that holds some of them is waited for (at most 10 s) first. Returns the records
+        that were committed all the same (or may have been: a write still in flight)."""
+        ids = {id(rec) for rec in records}
+        with anyio.move_on_after(10):
+            while ids & {id(rec) for rec in self._batch_writing}:
+                await self._wait_changed(0.02)
         with self._lock:
             waiting = {id(rec) for rec in self._inserts}
-            taken = {id(rec) for rec in records} & waiting
-            self._withdrawn |= taken
-        return len(taken)
+            self._withdrawn |= ids & waiting
+        return [rec for rec in records if id(rec) not in waiting]
 
     def _wake_writer(self) -> None:
         wake = self._writer_wake
@@ -792,20 +811,29 @@ class TaskManager:
         if status is TaskStatus.CANCELLED:
             self._notify_terminal([task_id])
         elif status is TaskStatus.RUNNING and self._outer_tg is not None:
+            run = self._run_id
+            # a claim of ours in flight may hold it: wait until it is handed over
+            while self._claiming and self._run_id is run and task_id not in self._claimed:
+                await self._wait_changed(0.01)
             slot = self._active.get(task_id)
             if slot is not None:  # it started while the store was asked
                 slot.cancel("cancel")
             elif task_id in self._claimed:  # claimed here, not started yet
                 self._cancel_soon.add(task_id)
-            elif self._outcome_pending(task_id):
-                # it ended here a moment ago and its outcome is on its way to the store:
-                # the answer is that outcome
-                while self._outcome_pending(task_id) and self._write_error is None:
+            else:
+                # it ended here a moment ago (its outcome may still be on its way to the
+                # store: then the answer is that outcome, or cancelled, the store having
+                # seen the request first, see Store.complete), or it runs on another
+                # instance, which acts on the flag at its next heartbeat
+                while (
+                    self._outcome_pending(task_id)
+                    and self._write_error is None
+                    and self._run_id is run
+                ):
                     await self._wait_changed(0.05)
                 rec = await self._store.fetch(task_id)
-                if rec is not None:
+                if rec is not None and rec.status.terminal:
                     return rec.status
-            # else it runs on another instance, which acts on the flag at its heartbeat
         return status
 
     def _outcome_pending(self, task_id: str) -> bool:
@@ -1105,6 +1133,7 @@ class TaskManager:
                     withdrawn = self._withdrawn
                     self._withdrawn = {id(r) for r in self._inserts} & withdrawn
                     batch = [r for r in batch if id(r) not in withdrawn]
+                self._batch_writing = batch
             outs, self._outcomes = self._outcomes, []
             self._outs_writing = outs
             limit = self._claim_limit() if batch or outs else 0
@@ -1135,7 +1164,9 @@ class TaskManager:
                 log.exception("anytask: store write failed; retrying in %.2fs", delay)
                 with self._lock:
                     self._inserts[:0] = batch
+                    self._batch_writing = []
                 self._outcomes[:0] = outs
+                self._fire_changed()
                 if delay >= 5.0:  # failing for a while: callers waiting on a commit raise
                     self._write_error = exc
                 await anyio.sleep(delay)
@@ -1143,6 +1174,7 @@ class TaskManager:
                 continue
             self._writing = False
             self._outs_writing = []
+            self._batch_writing = []
             self._write_failing = False
             delay = 0.05
             self._write_error = None
@@ -1285,9 +1317,9 @@ class TaskManager:
         requeued = False
         hub = self.events.active
         for out, rec in outs:
-            if out.status.terminal:
-                terminal.append(out.id)
-            else:
+            # (a pending outcome too: the store may have turned it into "cancelled")
+            terminal.append(out.id)
+            if not out.status.terminal:
                 requeued = True
             if hub:
                 kind = "finished" if out.status.terminal else "retrying"
@@ -1507,7 +1539,11 @@ class TaskManager:
             self._claimed.discard(rec.id)
         defn = self.registry.get(rec.name)
         if defn is None:
-            self._finish(rec, self._not_registered(rec))
+            if self._cancel_soon and rec.id in self._cancel_soon:
+                self._cancel_soon.discard(rec.id)  # cancelled before it got here
+                self._finish(rec, self._outcome(rec, "cancel", None, None, _Active(rec)))
+            else:
+                self._finish(rec, self._not_registered(rec))
             return
         slot.record = rec
         active = slot.active = _Active(rec)
@@ -1665,9 +1701,8 @@ class TaskManager:
         if store is not None:
             if out is not None:
                 store.complete_now((out,))
-                if out.status.terminal:
-                    self._wake_waiter(rec.id)
-                else:  # a retry waits for its run_after
+                self._wake_waiter(rec.id)  # (a retry may have become "cancelled")
+                if not out.status.terminal:  # a retry waits for its run_after
                     self._wake_dispatcher()
                 if self.events.active:
                     kind = "finished" if out.status.terminal else "retrying"

@@ -29,7 +29,7 @@ from fastapi import BackgroundTasks
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._errors import ConfigurationError
-from .._manager import RunState, TaskManager, _queued_here
+from .._manager import QueuedHere, RunState, TaskManager, _queued_here
 from .._models import TaskRecord
 from .._registry import task_name
 
@@ -253,7 +253,7 @@ class TaskMiddleware:
             await self.app(scope, receive, send)
             return
         token = _current.set(self.manager)
-        queued: list[TaskRecord] = []  # what this request queues for the group commit
+        queued = QueuedHere()  # what this request queues for the group commit
         queued_token = _queued_here.set(queued)
         try:
             if scope["type"] == "http":
@@ -263,10 +263,11 @@ class TaskMiddleware:
             else:
                 await self.app(scope, receive, send)
         finally:
+            queued.is_open = False  # code the request started and that outlives it
             _queued_here.reset(queued_token)
             _current.reset(token)
 
-    def _sender(self, send: Send, admin: bool, queued: list[TaskRecord]) -> Send:
+    def _sender(self, send: Send, admin: bool, queued: QueuedHere) -> Send:
         manager = self.manager
         failed = False
 
@@ -275,17 +276,25 @@ class TaskMiddleware:
             if failed:
                 return
             if message["type"] == "http.response.start":
-                # a request that queued tasks: its response waits for their commit (and
-                # the commit of whatever was queued before them)
+                # a request that queued tasks: its response waits for their commit
+                queued.is_open = False
+                error: Exception | None = None
                 try:
-                    if queued:
-                        await manager.flush()
-                except Exception as exc:  # the tasks are not durable: do not acknowledge
-                    failed = True
+                    if queued.records:
+                        await manager._wait_committed(queued.mark)
+                except Exception as exc:
+                    error = exc
+                if error is not None:
                     # the client is told they were not accepted, so they must not run
                     # later either (when a stopped manager starts again)
-                    manager._withdraw(queued)
-                    body = json.dumps({"detail": f"queued tasks were not committed: {exc}"})
+                    committed = await manager._withdraw(queued.records)
+                    if len(committed) == len(queued.records):
+                        error = None  # a write in flight committed them all after all
+                    elif committed:
+                        await _cancel_quietly(manager, committed)
+                if error is not None:  # the tasks are not durable: do not acknowledge
+                    failed = True
+                    body = json.dumps({"detail": f"queued tasks were not committed: {error}"})
                     await send(
                         {
                             "type": "http.response.start",
@@ -308,6 +317,16 @@ class TaskMiddleware:
             await send(message)
 
         return wrapped
+
+
+async def _cancel_quietly(manager: TaskManager, records: list[TaskRecord]) -> None:
+    """Cancel tasks of a refused response that were committed all the same (some of its
+    tasks were, some were not: the response says none was accepted)."""
+    for rec in records:
+        try:
+            await manager.cancel(rec.id)
+        except Exception:
+            log.exception("anytask: could not cancel task %s of a refused response", rec.id)
 
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]

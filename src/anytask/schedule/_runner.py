@@ -71,10 +71,14 @@ def fire_id(schedule_id: str, fire_at: datetime) -> str:
 
 
 def progress_key(sched: Schedule) -> str:
-    """The state row of one definition of a schedule (see the module docstring)."""
+    """The state row of one definition of a schedule (see the module docstring): what
+    decides its fire times, exactly (``repr`` of a float round-trips)."""
     start = "" if sched.start_at is None else to_us(sched.start_at)
-    what = f"{sched.describe()}|{start}"
-    return f"{sched.id}#def:{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+    what = f"{sched.every!r}|{sched.cron}|{sched.timezone}|{start}"
+    return f"{sched.id}{_DEF}{hashlib.sha256(what.encode()).hexdigest()[:16]}"
+
+
+_DEF = "#def:"
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -176,6 +180,10 @@ class _Runner:
         tm = self.tm
         key = progress_key(sched)
         progress = states.get(key)
+        if progress is None and not any(k.startswith(sched.id + _DEF) for k in states):
+            # written by a version that kept one row per schedule: its progress holds
+            # until this version writes the row of the definition
+            progress = states.get(sched.id)
         control = states.get(sched.control_key)
         paused = control is not None and control.paused
         mark = _later(
@@ -224,11 +232,13 @@ class _Runner:
         """The missed fires to run (by the misfire policy) and the on-time ones."""
         trigger = sched.trigger
         edge = now - timedelta(seconds=max(sched.misfire_grace, _MIN_GRACE))
-        owed = self.owed.get(sched.id)
-        if owed is not None:  # judged on time by a pass whose insert failed
-            edge = min(edge, owed - _TICK)
-        # on time: in (max(handled, edge), now]
+        # on time: in (max(handled, edge), now], and the fire a pass judged on time whose
+        # insert failed (only that one: later ones are judged as they come)
         on_time: list[datetime] = []
+        owed = self.owed.get(sched.id)
+        if owed is not None and handled < owed <= edge:
+            on_time.append(owed)
+            handled = owed
         fire = trigger.next_after(max(handled, edge))
         while fire is not None and fire <= now and len(on_time) < _MAX_PER_PASS:
             on_time.append(fire)

@@ -16,7 +16,9 @@ Rules every implementation follows (and ``tests/test_store_contract.py`` checks)
 * :meth:`complete` applies an :class:`Outcome` only while the record is ``running`` with
   the outcome's token; an outcome from a worker that lost its lease is refused. A
   ``pending`` outcome (a retry, a requeue, a hand-back) sets ``run_after`` when given, and
-  ``attempts`` when given (a task handed back unrun does not use up an attempt).
+  ``attempts`` when given (a task handed back unrun does not use up an attempt); on a
+  record whose cancel was requested meanwhile (``cancel`` of a running task), it makes
+  the record ``cancelled`` instead, so that the request is not lost.
 * :meth:`write_batch` does an insert, a complete and a claim, in that order; a store that
   can runs all three in one transaction (one commit instead of three).
 * :meth:`heartbeat` extends, in one statement, the leases of every record ``owner`` runs.

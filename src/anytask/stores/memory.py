@@ -296,14 +296,22 @@ class MemoryStore(Store):
                 result.append(False)
                 continue
             del running[out.id]
-            self._move(rec, out.status)
+            cancel = out.status is _PENDING and rec.cancel_requested
+            # (a retry, requeue or hand-back of a task whose cancel was requested meanwhile
+            # ends it cancelled: see Store.complete)
+            self._move(rec, TaskStatus.CANCELLED if cancel else out.status)
             rec.owner = None
             rec.lease_expires_at = None
             rec.cancel_requested = False
             if out.logs is not None:
                 rec.logs = cloned(out.logs)
             rec.error, rec.error_type, rec.traceback = out.error, out.error_type, out.traceback
-            if out.status is _PENDING:
+            if cancel:
+                rec.error, rec.error_type = "cancelled", "Cancelled"
+                if out.attempts is not None:
+                    rec.attempts = out.attempts
+                rec.ended_at = out.ended_at
+            elif out.status is _PENDING:
                 if out.attempts is not None:
                     rec.attempts = out.attempts
                 rec.run_after = out.run_after or rec.run_after

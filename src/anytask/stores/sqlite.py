@@ -223,10 +223,16 @@ SET status = ?, owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
 WHERE {key} AND token = ? AND status = 'running'
 """
 
+#: A pending outcome (a retry, a requeue, a hand-back) of a task whose cancel was
+#: requested meanwhile (by another instance) ends it cancelled instead.
 _COMPLETE_RETRY = """
 UPDATE anytask_tasks
-SET status = 'pending', owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
-    logs = coalesce(?, logs), error = ?, error_type = ?, traceback = ?,
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
+    owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
+    logs = coalesce(?, logs),
+    error = CASE WHEN cancel_requested THEN 'cancelled' ELSE ? END,
+    error_type = CASE WHEN cancel_requested THEN 'Cancelled' ELSE ? END,
+    traceback = ?,
     ended_at = ?, run_after = coalesce(?, run_after), attempts = coalesce(?, attempts)
 WHERE {key} AND token = ? AND status = 'running'
 """
