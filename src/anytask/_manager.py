@@ -1426,7 +1426,14 @@ class TaskManager:
     def _due_timeout(self, store: Store, due: datetime | None) -> float:
         timeout = self.poll_interval if store.shared else _NEVER
         if due is not None:
-            timeout = min(timeout, max(to_ts(due) - self.clock.time(), 0.0))
+            wait = max(to_ts(due) - self.clock.time(), 0.0)
+            if store.shared:
+                # every instance sharing the store wakes for the same due time: a little
+                # jitter leaves to chance which of them claims it, not to the order they
+                # were started in (a task one of them hands back, not having it
+                # registered, would otherwise go back to that one every time)
+                wait += random.random() * min(self.poll_interval, 0.05)
+            timeout = min(timeout, wait)
         # always a checkpoint: a due record that the claim did not take (another instance
         # was faster) must not turn the dispatcher into a busy loop
         return max(timeout, 0.001)
