@@ -1130,9 +1130,9 @@ class TaskManager:
                 del self._inserts[:INSERT_BATCH]
                 mark = self._submitted - len(self._inserts)
                 if self._withdrawn:  # (they count for the mark, but are not written)
-                    withdrawn = self._withdrawn
-                    self._withdrawn = {id(r) for r in self._inserts} & withdrawn
-                    batch = [r for r in batch if id(r) not in withdrawn]
+                    taken = {id(r) for r in batch}
+                    batch = [r for r in batch if id(r) not in self._withdrawn]
+                    self._withdrawn -= taken
                 self._batch_writing = batch
             outs, self._outcomes = self._outcomes, []
             self._outs_writing = outs

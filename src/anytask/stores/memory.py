@@ -306,17 +306,15 @@ class MemoryStore(Store):
             if out.logs is not None:
                 rec.logs = cloned(out.logs)
             rec.error, rec.error_type, rec.traceback = out.error, out.error_type, out.traceback
-            if cancel:
-                rec.error, rec.error_type = "cancelled", "Cancelled"
+            if out.status is _PENDING:
                 if out.attempts is not None:
                     rec.attempts = out.attempts
                 rec.ended_at = out.ended_at
-            elif out.status is _PENDING:
-                if out.attempts is not None:
-                    rec.attempts = out.attempts
-                rec.run_after = out.run_after or rec.run_after
-                rec.ended_at = out.ended_at
-                self._enqueue(rec)
+                if cancel:
+                    rec.error, rec.error_type = "cancelled", "Cancelled"
+                else:
+                    rec.run_after = out.run_after or rec.run_after
+                    self._enqueue(rec)
             else:
                 rec.ended_at = out.ended_at
                 rec.result = None if out.result is None else loads(dumps(out.result))
