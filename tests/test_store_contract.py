@@ -108,6 +108,47 @@ async def test_every_field_round_trips_through_fetch_and_get(store: Store) -> No
     assert fetched.created_at.tzinfo is not None
 
 
+async def test_new_and_used_records_round_trip_in_one_batch(store: Store) -> None:
+    # a store may write a record that only a new task could be (pending, never run) in a
+    # shorter form than one that carries a history; every field survives either way, also
+    # when one batch holds both kinds
+    new = make(
+        id="new-1",
+        priority=-3,
+        tags=["a", "b"],
+        idempotency_key="k-1",
+        max_attempts=5,
+        timeout=2.5,
+        requeue_on_interrupt=True,
+        schedule_id="every-5",
+        fire_at=at(-5),
+        replay_of="old-1",
+        args=[1, {"x": [2]}],
+        kwargs={"y": "é"},
+        run_after=at(9),
+    )
+    used = make(
+        id="used-1",
+        status=TaskStatus.INTERRUPTED,
+        attempts=2,
+        token=3,
+        started_at=at(1),
+        ended_at=at(2),
+        error="stopped",
+        error_type="Interrupted",
+        logs=[{"ts": 1.0, "level": "info", "msg": "m"}],
+        result=[1],
+    )
+    plain = [make(id=f"plain-{i}") for i in range(3)]
+    assert await store.insert([new, plain[0]]) == [True, True]  # new ones only
+    assert await store.insert([plain[1], used]) == [True, True]  # both kinds
+    assert await store.insert([plain[2]]) == [True]
+    for rec in [new, used, *plain]:
+        got = store.get(rec.id)
+        assert got is not None
+        assert as_dict(got) == as_dict(rec) | {"seq": got.seq}
+
+
 async def test_unknown_id_reads_as_none(store: Store) -> None:
     assert store.get("nope") is None
     assert await store.fetch("nope") is None
@@ -427,6 +468,51 @@ async def test_complete_batch_answers_per_outcome(store: Store) -> None:
         Outcome("b", b.token + 1, TaskStatus.SUCCESS, ended_at=at(1)),
     ]
     assert await store.complete(outs) == [True, False]
+
+
+async def test_mixed_outcomes_in_one_batch_each_apply(store: Store) -> None:
+    # plain successes, successes with logs or an error text, failures, a retry and a
+    # second outcome for the same task, all in one call: each is applied (or refused) as
+    # it would be alone, in order
+    ids = [f"t{i}" for i in range(8)]
+    await store.insert([make(id=i) for i in ids])
+    recs = {r.id: r for r in await claim_all(store)}
+
+    def out(task_id: str, status: TaskStatus, **fields: Any) -> Outcome:
+        rec = recs[task_id]
+        return Outcome(task_id, rec.token, status, seq=rec.seq, ended_at=at(5), **fields)
+
+    outs = [
+        out("t0", TaskStatus.SUCCESS, result={"n": 0}),
+        out("t1", TaskStatus.SUCCESS),
+        out("t2", TaskStatus.SUCCESS, logs=[{"ts": 1.0, "level": "info", "msg": "hi"}]),
+        out("t3", TaskStatus.FAILED, error="boom", error_type="ValueError", traceback="tb"),
+        out("t4", TaskStatus.SUCCESS, result=4),
+        out("t5", TaskStatus.PENDING, run_after=at(60), error="again", error_type="E"),
+        out("t1", TaskStatus.FAILED, error="late"),  # t1 has ended: refused
+        out("t6", TaskStatus.SUCCESS, result=[6]),
+        Outcome("t7", recs["t7"].token + 1, TaskStatus.SUCCESS, seq=recs["t7"].seq),
+    ]
+    assert await store.complete(outs) == [True] * 6 + [False, True, False]
+    got = {i: store.get(i) for i in ids}
+    assert all(r is not None for r in got.values())
+    view = {
+        i: (r.status, r.result, r.error, r.error_type, r.traceback, r.logs, r.owner)
+        for i, r in got.items()
+        if r is not None
+    }
+    ok = TaskStatus.SUCCESS
+    assert view == {
+        "t0": (ok, {"n": 0}, None, None, None, [], None),
+        "t1": (ok, None, None, None, None, [], None),
+        "t2": (ok, None, None, None, None, [{"ts": 1.0, "level": "info", "msg": "hi"}], None),
+        "t3": (TaskStatus.FAILED, None, "boom", "ValueError", "tb", [], None),
+        "t4": (ok, 4, None, None, None, [], None),
+        "t5": (TaskStatus.PENDING, None, "again", "E", None, [], None),
+        "t6": (ok, [6], None, None, None, [], None),
+        "t7": (TaskStatus.RUNNING, None, None, None, None, [], "w1"),
+    }
+    assert all(got[i].ended_at == at(5) for i in ("t0", "t1", "t3", "t6"))  # type: ignore[union-attr]
 
 
 async def test_write_batch_inserts_completes_then_claims(store: Store) -> None:
