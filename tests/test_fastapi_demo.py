@@ -3,15 +3,17 @@ login."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import anyio
 import httpx
 import pytest
 
 from anytask.demo import create_app
-from fastapi_helpers import serve
+from fastapi_helpers import BASE, serve
 
 
 async def test_the_demo_page_queues_every_kind_of_task(
@@ -23,7 +25,7 @@ async def test_the_demo_page_queues_every_kind_of_task(
     async with serve(app) as client:
         page = await client.get("/")
         assert page.status_code == 200
-        assert 'href="/tasks/dashboard"' in page.text
+        assert 'href="tasks/dashboard"' in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
         for kind in ("flaky", "fail", "slow", "priority", "log"):
             response = await client.post(f"/demo/{kind}")
@@ -58,3 +60,31 @@ async def test_the_demo_tasks_behave_as_described(tmp_path: Path) -> None:
         assert otp["priority"] == 9
         schedules = (await client.get("/tasks/api/schedules")).json()["items"]
         assert [s["id"] for s in schedules] == ["refresh_rates"]
+
+
+async def test_the_demo_page_works_below_a_root_path(tmp_path: Path) -> None:
+    # served with --root-path /shop: every URL the page and its script use resolves
+    # below /shop (a proxy that forwards /shop/* would never deliver /tasks/...)
+    app = create_app(str(tmp_path / "demo.db"), shutdown_grace=0.1)
+    async with serve(app, root_path="/shop") as client:
+        page_url = f"{BASE}/shop/"
+        page = await client.get(page_url)
+        assert page.status_code == 200
+        refs = re.findall(r'(?:href|src)="([^"]+)"', page.text)
+        script = await client.get(urljoin(page_url, "tasks/static/demo.js"))
+        assert script.status_code == 200
+        refs += re.findall(r'fetch\("([^"]+)"', script.text)
+        refs += re.findall(r'link\.href = "([^"#]+)', script.text)
+        resolved = [urljoin(page_url, ref) for ref in refs if not ref.startswith("data:")]
+        assert len(resolved) == 5, refs
+        assert all(urlsplit(url).path.startswith("/shop/") for url in resolved), resolved
+        css, js, dashboard, post, link = resolved
+        assert (await client.get(css)).status_code == 200
+        assert (await client.get(js)).status_code == 200
+        for url in (dashboard, link):
+            login = await client.get(url)
+            assert login.status_code == 303
+            assert login.headers["location"].startswith("/shop/tasks/")
+        queued = await client.post(post + "flaky")
+        assert queued.status_code == 200
+        assert app.state.task_manager.store.get(queued.json()["task_id"]) is not None

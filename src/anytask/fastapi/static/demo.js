@@ -1,4 +1,5 @@
-// The demo page's buttons: POST /demo/<kind>, then link to the new task.
+// The demo page's buttons: POST demo/<kind>, then link to the new task. URLs are
+// relative to the page, so that the demo also works below a root path.
 const result = document.getElementById("demo-result");
 
 function show(kind, data) {
@@ -6,7 +7,7 @@ function show(kind, data) {
   const ids = data.task_ids || [data.task_id];
   result.append("Queued " + kind + ": ");
   const link = document.createElement("a");
-  link.href = "/tasks/dashboard#/tasks/" + encodeURIComponent(ids[0]);
+  link.href = "tasks/dashboard#/tasks/" + encodeURIComponent(ids[0]);
   link.textContent = ids.length > 1 ? ids.length + " tasks" : ids[0];
   result.append(link);
 }
@@ -16,7 +17,7 @@ for (const button of document.querySelectorAll("button[data-demo]")) {
     const kind = button.dataset.demo;
     button.disabled = true;
     try {
-      const res = await fetch("/demo/" + encodeURIComponent(kind), { method: "POST" });
+      const res = await fetch("demo/" + encodeURIComponent(kind), { method: "POST" });
       if (!res.ok) throw new Error("HTTP " + res.status);
       show(kind, await res.json());
     } catch (err) {
