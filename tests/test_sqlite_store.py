@@ -919,3 +919,34 @@ async def test_batch_answers_hold_for_a_repeated_id_and_a_borrowed_seq(db_path: 
         "Z": TaskStatus.RUNNING,
         "holder": TaskStatus.RUNNING,
     }
+
+
+def test_the_short_insert_of_a_new_record_covers_every_column() -> None:
+    # A new record goes in with only the columns it can vary in (the rest literals or
+    # NULL), when _is_fresh says the record holds nothing else. Every column must be in
+    # exactly one of those groups: a column added later and forgotten here would be
+    # dropped from new records without a word.
+    from anytask.stores import sqlite as mod
+
+    fresh = set(mod._FRESH_COLUMNS)
+    literal = set(mod._FRESH_LITERALS)
+    # the columns _is_fresh requires to be empty (None / 0 / [] / False)
+    checked = {
+        "status", "attempts", "token", "logs", "result", "started_at", "ended_at",
+        "error", "error_type", "traceback", "owner", "lease_expires_at", "cancel_requested",
+    }  # fmt: skip
+    left_null = checked - literal
+    assert not fresh & literal
+    assert fresh | literal | left_null == set(mod._COLUMNS) - {"seq"}
+    # and _is_fresh does refuse a record with any one of them set
+    base = TaskRecord("x", "n", [], {}, T0, T0)
+    assert mod._is_fresh(base)
+    changed: dict[str, Any] = {
+        "status": TaskStatus.RUNNING, "attempts": 1, "token": 1,
+        "logs": [{"ts": 1.0, "level": "info", "msg": "m"}], "result": 0, "started_at": T0,
+        "ended_at": T0, "error": "e", "error_type": "E", "traceback": "t", "owner": "o",
+        "lease_expires_at": T0, "cancel_requested": True,
+    }  # fmt: skip
+    assert set(changed) == checked
+    for field, value in changed.items():
+        assert not mod._is_fresh(dataclasses.replace(base, **{field: value})), field
