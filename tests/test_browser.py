@@ -293,6 +293,13 @@ def test_dead_letter_replayed_through_confirmation_dialog(
     page.click(f"{_row(new_id)} a.task-link")
     replay_of = page.locator(".facts dt:text-is('Replay of') + dd")
     assert replay_of.inner_text().strip() == failed_id
+    # the replay is still dead, so it offers a replay; the original, replayed once
+    # already, offers none and lists its replay instead
+    page.wait_for_selector('button[data-action="replay"]')
+    page.goto(f"{server}/tasks/dashboard#/tasks/{failed_id}")
+    page.wait_for_selector(".facts dt:text-is('Replays')")
+    assert page.inner_text(".facts dt:text-is('Replays') + dd").strip() == new_id
+    assert page.locator('button[data-action="replay"]').count() == 0
     dash.assert_clean()
 
 

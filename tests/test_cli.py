@@ -85,6 +85,10 @@ def test_replay_writes_a_pending_copy_and_skips_live_tasks(
     new_ids = [i for i in statuses if i not in (bad, good)]
     assert statuses[new_ids[0]] is TaskStatus.PENDING
     assert SQLiteStore(db_path).get(new_ids[0]).replay_of == bad  # type: ignore[union-attr]
+    # a dead task is replayed once: the second command writes nothing and says so
+    assert main(["replay", "--db", db_path, bad]) == 0
+    assert f"already replayed as {new_ids[0]}" in capsys.readouterr().out
+    assert len(_records(db_path)) == 3
 
 
 def test_console_script_is_installed(tmp_path: Path) -> None:

@@ -142,6 +142,11 @@ async def test_replay_one_dead_task_and_refuse_a_live_one() -> None:
         detail = (await client.get(f"/tasks/api/tasks/{failed_id}")).json()
         assert detail["replays"] == [new_id]
         assert (await client.get(f"/tasks/api/tasks/{new_id}")).json()["replays"] == []
+        # the same request again (a double click): the same replay, nothing new written
+        count = await tm.store.count()
+        again = await client.post(f"/tasks/api/tasks/{failed_id}/replay", headers=headers)
+        assert again.json() == {"task_id": failed_id, "new_task_id": new_id}
+        assert await tm.store.count() == count
         refused = await client.post(f"/tasks/api/tasks/{ok_id}/replay", headers=headers)
         assert refused.status_code == 409
 
@@ -173,7 +178,7 @@ async def test_bulk_replay_dry_run_lists_exactly_what_is_then_dispatched() -> No
             json={"ids": [dry["items"][0]["task_id"]], "dry_run": True},
             headers=headers,
         )
-        assert by_ids.json()["count"] == 1
+        assert by_ids.json()["count"] == 0  # replayed already: a dead task runs again once
         both = await client.post(
             "/tasks/api/replay", json={"ids": [], "window": "1h"}, headers=headers
         )

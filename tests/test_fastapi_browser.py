@@ -34,7 +34,8 @@ def test_replaying_an_empty_window_says_there_is_nothing_to_replay(
         page.click(f'button[data-window="{window}"]')
         page.wait_for_selector("dialog#confirm[open]")
         assert page.inner_text("#confirm-body") == (
-            f"Nothing to replay: there are no failed or interrupted tasks in {where}."
+            f"Nothing to replay: there are no failed or interrupted tasks in {where}"
+            " that were not replayed already."
         )
         assert page.is_disabled("#confirm-ok")
         page.click("#confirm-cancel")

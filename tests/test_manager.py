@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -857,6 +858,108 @@ async def test_replay_failed_task_creates_new_linked_task_that_runs() -> None:
     assert rec.replay_of == task_id
     assert rec.status is TaskStatus.SUCCESS
     assert rec.result == 2
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_dead_task_is_replayed_once(kind: str, tmp_path: Path) -> None:
+    # a double click, a retried request or a bulk replay run twice must not run the task
+    # twice: the second replay answers the first one's id and writes nothing
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+    runs: list[int] = []
+
+    @tm.task
+    async def charge(order: int) -> None:
+        runs.append(order)
+        raise RuntimeError("gateway down")
+
+    async with tm, tm.events.subscribe() as events:
+        first = await tm.enqueue(charge, 1)
+        second = await tm.enqueue(charge, 2)
+        await tm.join(timeout=5)
+        runs.clear()
+        # at the same time, three ways
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(tm.replay, first)
+            tg.start_soon(functools.partial(tm.replay_many, ids=[first, second]))
+        replay_id = await tm.replay(first)  # and once more afterwards
+        again = await tm.replay_many(ids=[first, second])
+        await tm.join(timeout=5)
+        runs_after_replays = sorted(runs)
+        replays = await tm.list(TaskQuery(replay_of=first))
+        replayed_second = await tm.list(TaskQuery(replay_of=second))
+        window = await tm.replay_many(since=tm.clock.now() - timedelta(hours=1))
+        await tm.join(timeout=5)
+        enqueued: list[str] = []
+        while True:
+            try:
+                event = events.receive_nowait()
+            except anyio.WouldBlock:
+                break
+            if event.kind == "enqueued":
+                enqueued.append(event.task_id)
+    assert [r.id for r in replays.items] == [replay_id]
+    assert len(replayed_second.items) == 1
+    assert runs_after_replays == [1, 2]  # each original ran once more, not five times
+    assert again == []  # both replayed already
+    # the window holds the two originals (replayed already) and their two replays (dead
+    # too, not replayed yet): only the replays are replayed
+    assert sorted(r.id for r, _ in window) == sorted([replay_id, replayed_second.items[0].id])
+    assert sorted(runs) == [1, 1, 2, 2]
+    # one "enqueued" event per task written, none for the refused second inserts
+    assert len(enqueued) == len(set(enqueued)) == 6
+
+
+async def test_a_window_replay_limit_counts_tasks_not_replayed_yet() -> None:
+    # the newest dead tasks, replayed already, must not hide the older ones from later
+    # runs: each run with limit=2 takes the next two not replayed yet
+    tm = make()
+    broken = {0, 1, 2, 3, 4}
+
+    @tm.task
+    async def job(i: int) -> None:
+        if i in broken:
+            raise RuntimeError(str(i))
+
+    async with tm:
+        originals = [await tm.enqueue(job, i) for i in range(5)]
+        await tm.join(timeout=5)
+        broken.clear()  # the replays succeed
+        since = tm.clock.now() - timedelta(hours=1)
+        rounds = []
+        for _ in range(4):
+            dry = await tm.replay_many(since=since, limit=2, dry_run=True)
+            done = await tm.replay_many(since=since, limit=2)
+            assert [r.id for r, _ in dry] == [r.id for r, _ in done]
+            rounds.append([r.id for r, _ in done])
+            await tm.join(timeout=5)
+    assert [len(r) for r in rounds] == [2, 2, 1, 0]
+    assert sorted(i for r in rounds for i in r) == sorted(originals)
+
+
+async def test_a_replay_that_died_too_can_be_replayed() -> None:
+    tm = make()
+    calls = 0
+
+    @tm.task
+    async def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RuntimeError(f"call {calls}")
+        return calls
+
+    async with tm:
+        original = await tm.enqueue(flaky)
+        await tm.wait(original, timeout=5)
+        replay = await tm.replay(original)
+        assert (await tm.wait(replay, timeout=5)).status is TaskStatus.FAILED
+        assert await tm.replay(original) == replay  # the original: replayed already
+        third = await tm.replay(replay)  # the replay: not yet
+        done = await tm.wait(third, timeout=5)
+    assert len({original, replay, third}) == 3
+    assert (done.status, done.result, done.replay_of) == (TaskStatus.SUCCESS, 3, replay)
 
 
 async def test_replay_of_success_raises_task_state_error() -> None:

@@ -127,6 +127,13 @@ def key_task_id(idempotency_key: str) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, "key:" + idempotency_key))
 
 
+def replay_task_id(original_id: str) -> str:
+    """The id of the replay of task ``original_id``: derived from it, so that a dead task
+    is replayed at most once, by any number of callers at the same time (the second
+    insert of that id is refused by the store, on every store and across processes)."""
+    return str(uuid.uuid5(_KEY_NAMESPACE, "replay:" + original_id))
+
+
 def _safe_str(exc: BaseException) -> str:
     try:
         return clean_text(str(exc))
@@ -847,7 +854,7 @@ class TaskManager:
         defn = self.registry.get(rec.name)
         now = self.clock.now()
         return TaskRecord(
-            id=new_task_id(),
+            id=replay_task_id(rec.id),
             name=rec.name,
             args=rec.args,
             kwargs=rec.kwargs,
@@ -865,7 +872,12 @@ class TaskManager:
 
     async def replay(self, task_id: str) -> str:
         """Run a dead (failed or interrupted) task again as a new task; returns its id.
-        The new record's ``replay_of`` names the original."""
+        The new record's ``replay_of`` names the original.
+
+        A dead task is replayed once: replaying it again returns the id of that replay,
+        whatever has become of it, and writes nothing (a repeated click or request never
+        runs the task twice). To run it again after its replay died too, replay the
+        replay."""
         self._require_running("replay")
         rec = await self._store.fetch(task_id)
         if rec is None:
@@ -876,8 +888,16 @@ class TaskManager:
                 "can be replayed"
             )
         new = self._replay_record(rec)
-        await self._wait_committed(self._submit([new]))
+        if await self._store.fetch(new.id) is None:
+            # (a replay committed meanwhile by another caller makes this insert a no-op)
+            await self._wait_committed(self._submit([new]))
         return new.id
+
+    async def _not_replayed(self, dead: builtins.list[TaskRecord]) -> builtins.list[TaskRecord]:
+        """The tasks of ``dead`` that have not been replayed yet."""
+        replays = [replay_task_id(r.id) for r in dead]
+        done = {r.id for r in await self._store.fetch_many(replays)} if replays else set()
+        return [r for r, new_id in zip(dead, replays, strict=True) if new_id not in done]
 
     async def dead_letters(
         self,
@@ -887,14 +907,29 @@ class TaskManager:
         until: datetime | None = None,
         limit: int = 10_000,
     ) -> builtins.list[TaskRecord]:
-        """Dead tasks selected by id, or created within ``[since, until)``."""
+        """Dead tasks selected by id, or created within ``[since, until)`` (at most
+        ``limit``, newest first)."""
+        return await self._dead(ids, since, until, limit, unreplayed=False)
+
+    async def _dead(
+        self,
+        ids: Iterable[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        *,
+        unreplayed: bool,
+    ) -> builtins.list[TaskRecord]:
+        """:meth:`dead_letters`; with ``unreplayed``, only those not replayed yet (for a
+        window, page by page: ``limit`` counts the ones not replayed)."""
         if ids is not None:
             wanted = list(dict.fromkeys(ids))
             found = {r.id: r for r in await self._store.fetch_many(wanted)}
             missing = [i for i in wanted if i not in found]
             if missing:
                 raise TaskNotFound(f"no task with id {missing[0]!r}")
-            return [found[i] for i in wanted if found[i].status in DEAD]
+            dead = [found[i] for i in wanted if found[i].status in DEAD]
+            return await self._not_replayed(dead) if unreplayed else dead
         out: list[TaskRecord] = []
         cursor: int | None = None
         while len(out) < limit:
@@ -907,7 +942,7 @@ class TaskManager:
                     cursor=cursor,
                 )
             )
-            out.extend(page.items)
+            out.extend(await self._not_replayed(page.items) if unreplayed else page.items)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
@@ -925,10 +960,13 @@ class TaskManager:
         """Replay dead tasks by ids or by creation window, in one commit.
 
         Returns ``(original, new_id)`` pairs; with ``dry_run`` nothing is written and every
-        ``new_id`` is None: the list is exactly what would be dispatched."""
+        ``new_id`` is None: the list is exactly what would be dispatched. Dead tasks that
+        were replayed already are left out (see :meth:`replay`): the same bulk replay run
+        again dispatches none of them a second time (only replays that have died since,
+        which are dead tasks of their own). ``limit`` counts the tasks dispatched."""
         if ids is None and since is None and until is None:
             raise ConfigurationError("replay_many needs ids or a time window (since/until)")
-        dead = await self.dead_letters(ids=ids, since=since, until=until, limit=limit)
+        dead = await self._dead(ids, since, until, limit, unreplayed=True)
         if dry_run:
             return [(r, None) for r in dead]
         self._require_running("replay_many")
@@ -1141,6 +1179,7 @@ class TaskManager:
                 self._claiming = True
             self._writing = True
             claimed: builtins.list[TaskRecord] = []
+            inserted: builtins.list[bool] = []
             try:
                 if batch or outs:
                     now = self.clock.time()
@@ -1154,7 +1193,7 @@ class TaskManager:
                             from_ts(now),
                             from_ts(now + self.lease),
                         )
-                    claimed = res.claimed
+                    claimed, inserted = res.claimed, res.inserted
             except Exception as exc:
                 self._writing = False
                 self._outs_writing = []
@@ -1180,8 +1219,11 @@ class TaskManager:
             self._write_error = None
             self._committed = mark
             if batch and self.events.active:
-                for rec in batch:
-                    self._publish("enqueued", rec, rec.status)
+                if len(inserted) != len(batch):  # (a store that does not say)
+                    inserted = [True] * len(batch)
+                for rec, ok in zip(batch, inserted, strict=True):
+                    if ok:  # (not a second insert of an idempotency key or a replay)
+                        self._publish("enqueued", rec, rec.status)
             if claimed:  # before waking the callers: the tasks start a little sooner
                 self._hand_claimed(claimed)
             signal, self._committed_signal = self._committed_signal, anyio.Event()

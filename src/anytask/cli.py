@@ -115,8 +115,10 @@ async def _replay(args: argparse.Namespace) -> int:
                 print(f"{task_id}: {rec.status.value}, not replayed (only failed/interrupted)")
             else:
                 new = builder._replay_record(rec)
-                await store.insert([new])
-                print(f"{task_id} -> {new.id}")
+                if (await store.insert([new]))[0]:
+                    print(f"{task_id} -> {new.id}")
+                else:  # a dead task is replayed once (TaskManager.replay)
+                    print(f"{task_id}: already replayed as {new.id}, not replayed again")
     finally:
         await store.close()
     return 0

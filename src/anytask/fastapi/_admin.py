@@ -411,7 +411,11 @@ class TaskAdmin:
             return CancelResult(task_id=task_id, status=status.value)
 
         @change.post(
-            "/api/tasks/{task_id}/replay", response_model=ReplayOneResult, summary="Replay a task"
+            "/api/tasks/{task_id}/replay",
+            response_model=ReplayOneResult,
+            summary="Replay a task",
+            description="Enqueue a failed or interrupted task again. A task is replayed "
+            "once: asking again answers the same new_task_id and writes nothing.",
         )
         async def replay(task_id: str) -> ReplayOneResult:
             try:
@@ -424,7 +428,14 @@ class TaskAdmin:
                 raise HTTPException(503, str(exc)) from None
             return ReplayOneResult(task_id=task_id, new_task_id=new_id)
 
-        @change.post("/api/replay", response_model=ReplayResult, summary="Replay dead tasks")
+        @change.post(
+            "/api/replay",
+            response_model=ReplayResult,
+            summary="Replay dead tasks",
+            description="Replay the failed and interrupted tasks selected by ids or by "
+            "creation window, leaving out those replayed already. A dry run lists exactly "
+            "what would be enqueued and writes nothing.",
+        )
         async def replay_many(body: ReplayRequest) -> ReplayResult:
             chosen = sum(
                 x is not None for x in (body.ids, body.window, body.since or body.until or None)

@@ -9,7 +9,9 @@ function previewBody(preview, where) {
     return h(
       "p",
       { class: "muted" },
-      "Nothing to replay: there are no failed or interrupted tasks in " + where + ".",
+      "Nothing to replay: there are no failed or interrupted tasks in " +
+        where +
+        " that were not replayed already.",
     );
   }
   const items = preview.items.map((item) =>

@@ -204,7 +204,8 @@ export function mount(container, { id }) {
         ),
       );
     }
-    if (DEAD.has(task.status)) {
+    // a dead task is replayed once (its replays are listed in the facts)
+    if (DEAD.has(task.status) && !(task.replays || []).length) {
       actions.append(
         h(
           "button",
