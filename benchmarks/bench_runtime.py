@@ -274,10 +274,38 @@ def _make_manager(store_kind: str, tmp: Path, tag: str, **options: Any) -> TaskM
 def best_of(repeat: int, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run ``fn(*args)`` ``repeat`` times; keep the fastest run (other processes on a small
     machine only ever slow a run down) and the spread of rates."""
-    runs = [fn(*args) for _ in range(repeat)]
+    runs = []
+    for _ in range(repeat):
+        gc.collect()  # no run pays for collecting the garbage of the run before it
+        runs.append(fn(*args))
     best = dict(max(runs, key=lambda r: r["rate"]))
     best["rates"] = [round(r["rate"]) for r in runs]
     return best
+
+
+def interleaved(
+    repeat: int, jobs: dict[str, tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]]
+) -> dict[str, dict[str, Any]]:
+    """Run every job ``repeat`` times, one run of each per round, so that a change in the
+    machine's pace during the benchmark hits the configurations compared alike; keep
+    each job's fastest run and the rates of all its runs, in round order."""
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in jobs}
+    for _ in range(repeat):
+        for key, (fn, args) in jobs.items():
+            gc.collect()  # no run pays for collecting the garbage of the run before it
+            runs[key].append(fn(*args))
+    out = {}
+    for key, rows in runs.items():
+        best = dict(max(rows, key=lambda r: r["rate"]))
+        best["rates"] = [round(r["rate"]) for r in rows]
+        out[key] = best
+    return out
+
+
+def paired(runs: list[int], baseline: list[int]) -> tuple[float, float, float]:
+    """Median, lowest and highest ratio of runs of one round to each other."""
+    ratios = sorted(a / b for a, b in zip(runs, baseline, strict=True))
+    return statistics.median(ratios), ratios[0], ratios[-1]
 
 
 def anytask_throughput(
@@ -521,11 +549,36 @@ def main() -> None:
         tp: dict[str, dict[str, Any]] = {}
         r = args.repeat
         sqlite_kinds = ["sqlite", "sqlite-normal"] if sqlite_missing is None else []
+        # each target compares configurations run in alternation (see interleaved)
         for backend in BACKENDS:
-            tp[f"pool/{backend}"] = best_of(r, bare_pool, backend, n, c)
-            for kind in ["memory", *sqlite_kinds]:
-                tp[f"{kind}/{backend}"] = best_of(r, anytask_throughput, backend, kind, n, c, tmp)
-            if sqlite_missing is None:  # informational: bigger claim batches
+            tp.update(
+                interleaved(
+                    r,
+                    {
+                        f"pool/{backend}": (bare_pool, (backend, n, c)),
+                        f"memory/{backend}": (anytask_throughput, (backend, "memory", n, c, tmp)),
+                    },
+                )
+            )
+        compared = {}
+        if sqlite_missing is None:
+            compared = interleaved(
+                r,
+                {
+                    **{
+                        f"sqlite/{b}": (anytask_throughput, (b, "sqlite", n, c, tmp))
+                        for b in BACKENDS
+                    },
+                    "taskflow-snapshot/asyncio": (taskflow, (n, c, str(tmp / "taskflow.db"))),
+                },
+            )
+        for backend in BACKENDS:
+            if sqlite_missing is None:
+                tp[f"sqlite/{backend}"] = compared[f"sqlite/{backend}"]
+                tp[f"sqlite-normal/{backend}"] = best_of(
+                    r, anytask_throughput, backend, "sqlite-normal", n, c, tmp
+                )
+                # informational: bigger claim batches
                 tp[f"sqlite-c{4 * c}/{backend}"] = best_of(
                     r, anytask_throughput, backend, "sqlite", n, 4 * c, tmp
                 )
@@ -537,7 +590,10 @@ def main() -> None:
                 )
         figures["store_floors"] = floors
         tp["taskflow-memory/asyncio"] = best_of(r, taskflow, n, c, None)
-        tp["taskflow-snapshot/asyncio"] = best_of(r, taskflow, n, c, str(tmp / "taskflow.db"))
+        if sqlite_missing is None:
+            tp["taskflow-snapshot/asyncio"] = compared["taskflow-snapshot/asyncio"]
+        else:
+            tp["taskflow-snapshot/asyncio"] = best_of(r, taskflow, n, c, str(tmp / "taskflow.db"))
         figures["throughput"] = tp
 
         print(f"Throughput (tasks/s, enqueue of all -> all recorded success; best of {r})")
@@ -562,23 +618,34 @@ def main() -> None:
             f"its shutdown took {snap['shutdown_seconds']:.2f}s more)."
         )
 
-        print("\nTargets")
+        print(
+            "\nTargets (best run against best run; 'rounds': the ratio within each round of"
+            " alternating runs, median and range)"
+        )
         for backend in BACKENDS:
-            ratio = tp[f"memory/{backend}"]["rate"] / tp[f"pool/{backend}"]["rate"]
+            mem, pool = tp[f"memory/{backend}"], tp[f"pool/{backend}"]
+            ratio = mem["rate"] / pool["rate"]
             figures[f"ratio_memory_vs_pool_{backend}"] = ratio
+            mid, low, high = paired(mem["rates"], pool["rates"])
+            figures[f"rounds_memory_vs_pool_{backend}"] = [mid, low, high]
             ok = ratio >= T_MEMORY_VS_POOL
             print(
                 f"  memory store / bare pool on {backend:<8}{ratio:>7.1%}  "
-                f"(target >= {T_MEMORY_VS_POOL:.0%})  {_verdict(ok)}"
+                f"(target >= {T_MEMORY_VS_POOL:.0%})  {_verdict(ok)}   "
+                f"rounds {mid:.1%} ({low:.1%}-{high:.1%})"
             )
         if sqlite_missing is None:
             for backend in BACKENDS:
-                ratio = tp[f"sqlite/{backend}"]["rate"] / snap["rate"]
+                sq = tp[f"sqlite/{backend}"]
+                ratio = sq["rate"] / snap["rate"]
                 figures[f"ratio_sqlite_vs_taskflow_snapshot_{backend}"] = ratio
+                mid, low, high = paired(sq["rates"], snap["rates"])
+                figures[f"rounds_sqlite_vs_taskflow_snapshot_{backend}"] = [mid, low, high]
                 ok = ratio >= T_SQLITE_VS_TASKFLOW
                 print(
                     f"  SQLite ({backend}) / fastapi-taskflow snapshot_db  {ratio:>6.2f}x  "
-                    f"(target >= {T_SQLITE_VS_TASKFLOW:g}x)  {_verdict(ok)}"
+                    f"(target >= {T_SQLITE_VS_TASKFLOW:g}x)  {_verdict(ok)}   "
+                    f"rounds {mid:.2f}x ({low:.2f}x-{high:.2f}x)"
                 )
         else:
             print(f"  SQLite targets not measured: {sqlite_missing}")
