@@ -287,6 +287,10 @@ def test_dead_letter_replayed_through_confirmation_dialog(
     assert new_id
     assert new_id != failed_id
     page.wait_for_selector(_row(new_id))  # the replay, itself failed, is a dead letter too
+    # after a reload, the original's row says where its replay is
+    page.reload()
+    replayed = page.wait_for_selector(f"{_row(failed_id)} .replayed-as a")
+    assert replayed.get_attribute("href") == f"#/tasks/{new_id}"
     page.screenshot(path=str(artifacts_dir / "dashboard-dead-letters.png"), full_page=True)
 
     page.click('nav a[data-route="tasks"]')

@@ -193,6 +193,13 @@ async def test_dead_letters_lists_failed_tasks_only() -> None:
         page = (await client.get("/tasks/api/dead-letters")).json()
         assert [t["task_id"] for t in page["items"]] == [failed_id]
         assert page["items"][0]["error_type"] == "Boom"
+        assert page["items"][0]["replayed_as"] is None
+        # once replayed (and the replay dead too), each row says where its replay is
+        new_id = await tm.replay(failed_id)
+        await tm.wait(new_id, timeout=5)
+        page = (await client.get("/tasks/api/dead-letters")).json()
+        rows = {t["task_id"]: t["replayed_as"] for t in page["items"]}
+        assert rows == {failed_id: new_id, new_id: None}
 
 
 async def test_metrics_counts_series_and_percentiles() -> None:

@@ -893,11 +893,17 @@ class TaskManager:
             await self._wait_committed(self._submit([new]))
         return new.id
 
+    async def replays_of(self, task_ids: Iterable[str]) -> dict[str, str]:
+        """The replay of each of ``task_ids`` that has been replayed (see :meth:`replay`),
+        as ``{original id: replay id}``."""
+        wanted = {replay_task_id(i): i for i in task_ids}
+        found = await self._store.fetch_many(list(wanted)) if wanted else []
+        return {wanted[r.id]: r.id for r in found}
+
     async def _not_replayed(self, dead: builtins.list[TaskRecord]) -> builtins.list[TaskRecord]:
         """The tasks of ``dead`` that have not been replayed yet."""
-        replays = [replay_task_id(r.id) for r in dead]
-        done = {r.id for r in await self._store.fetch_many(replays)} if replays else set()
-        return [r for r, new_id in zip(dead, replays, strict=True) if new_id not in done]
+        done = await self.replays_of(r.id for r in dead)
+        return [r for r in dead if r.id not in done]
 
     async def dead_letters(
         self,

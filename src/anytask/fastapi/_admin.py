@@ -365,7 +365,7 @@ class TaskAdmin:
             limit: Annotated[int, Query(ge=1, le=_MAX_LIST)] = 50,
             cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         ) -> TaskPage:
-            return await page(
+            found = await page(
                 TaskQuery(
                     statuses=DEAD,
                     created_after=_parse_time(since, "since"),
@@ -374,6 +374,10 @@ class TaskAdmin:
                     cursor=cursor,
                 )
             )
+            replays = await tm.replays_of(item.task_id for item in found.items)
+            for item in found.items:
+                item.replayed_as = replays.get(item.task_id)
+            return found
 
         @api.get("/api/metrics", response_model=MetricsOut, summary="Counts, throughput, p50/95/99")
         async def metrics(

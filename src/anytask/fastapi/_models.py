@@ -58,6 +58,9 @@ class TaskSummary(BaseModel):
     schedule_id: str | None
     fire_at: str | None
     replay_of: str | None
+    # the replay of this (dead) task, when it has been replayed; filled in by the dead
+    # letters list
+    replayed_as: str | None = None
 
     @classmethod
     def of(cls, rec: TaskRecord) -> TaskSummary:

@@ -52,7 +52,7 @@ export function mount(container) {
     h(
       "p",
       { class: "muted" },
-      "Failed and interrupted tasks. Replaying enqueues a new task with the same arguments; the original stays here for the record.",
+      "Failed and interrupted tasks. Replaying enqueues a new task with the same arguments, once per task; the original stays here for the record.",
     ),
     h(
       "div",
@@ -94,6 +94,21 @@ export function mount(container) {
     selectAll.checked = shownIds.length > 0 && shownIds.every((id) => selected.has(id));
   }
 
+  // a dead task is replayed once: say where its replay is
+  function replayedNote(task) {
+    if (!task.replayed_as) return null;
+    return h(
+      "div",
+      { class: "replay-note replayed-as" },
+      "replayed as ",
+      h(
+        "a",
+        { href: "#/tasks/" + encodeURIComponent(task.replayed_as), class: "mono" },
+        shortId(task.replayed_as),
+      ),
+    );
+  }
+
   function row(task) {
     const box = h("input", {
       type: "checkbox",
@@ -121,6 +136,7 @@ export function mount(container) {
           h("span", { class: "task-id mono" }, shortId(task.task_id)),
         ),
         replayNote(task),
+        replayedNote(task),
       ),
       h("td", { "data-label": "Status" }, statusBadge(task.status)),
       h("td", { "data-label": "Ended" }, timeEl(task.ended_at)),
