@@ -141,6 +141,7 @@ async def test_replay_one_dead_task_and_refuse_a_live_one() -> None:
         assert (await tm.get(new_id)).replay_of == failed_id
         detail = (await client.get(f"/tasks/api/tasks/{failed_id}")).json()
         assert detail["replays"] == [new_id]
+        assert detail["replayed_as"] == new_id
         assert (await client.get(f"/tasks/api/tasks/{new_id}")).json()["replays"] == []
         # the same request again (a double click): the same replay, nothing new written
         count = await tm.store.count()

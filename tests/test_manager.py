@@ -938,6 +938,43 @@ async def test_a_window_replay_limit_counts_tasks_not_replayed_yet() -> None:
     assert sorted(i for r in rounds for i in r) == sorted(originals)
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_task_whose_replay_was_cancelled_can_be_replayed_again(
+    kind: str, tmp_path: Path
+) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+    gate = anyio.Event()
+    calls = 0
+
+    @tm.task
+    async def job() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("first")
+        await gate.wait()
+        return calls
+
+    async with tm:
+        original = await tm.enqueue(job)
+        await tm.wait(original, timeout=5)
+        first = await tm.replay(original)
+        assert await tm.replays_of([original]) == {original: first}
+        assert await tm.cancel(first) in (TaskStatus.CANCELLED, TaskStatus.RUNNING)
+        assert (await tm.wait(first, timeout=5)).status is TaskStatus.CANCELLED
+        assert await tm.replays_of([original]) == {}  # free to be replayed again
+        dry = await tm.replay_many(ids=[original], dry_run=True)
+        assert [r.id for r, _ in dry] == [original]
+        second = await tm.replay(original)
+        assert second != first
+        assert await tm.replay(original) == second  # and that one stands
+        assert await tm.replay_many(ids=[original]) == []
+        gate.set()
+        done = await tm.wait(second, timeout=5)
+    assert (done.status, done.replay_of) == (TaskStatus.SUCCESS, original)
+
+
 async def test_a_replay_that_died_too_can_be_replayed() -> None:
     tm = make()
     calls = 0

@@ -127,11 +127,14 @@ def key_task_id(idempotency_key: str) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, "key:" + idempotency_key))
 
 
-def replay_task_id(original_id: str) -> str:
+def replay_task_id(original_id: str, generation: int = 1) -> str:
     """The id of the replay of task ``original_id``: derived from it, so that a dead task
     is replayed at most once, by any number of callers at the same time (the second
-    insert of that id is refused by the store, on every store and across processes)."""
-    return str(uuid.uuid5(_KEY_NAMESPACE, "replay:" + original_id))
+    insert of that id is refused by the store, on every store and across processes). A
+    replay that ended cancelled lets the task be replayed again: the next replay is the
+    next ``generation``, with an id of its own."""
+    name = f"replay:{original_id}" if generation == 1 else f"replay#{generation}:{original_id}"
+    return str(uuid.uuid5(_KEY_NAMESPACE, name))
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -850,11 +853,11 @@ class TaskManager:
         )
 
     # ------------------------------------------------------------------ replay
-    def _replay_record(self, rec: TaskRecord) -> TaskRecord:
+    def _replay_record(self, rec: TaskRecord, generation: int = 1) -> TaskRecord:
         defn = self.registry.get(rec.name)
         now = self.clock.now()
         return TaskRecord(
-            id=replay_task_id(rec.id),
+            id=replay_task_id(rec.id, generation),
             name=rec.name,
             args=rec.args,
             kwargs=rec.kwargs,
@@ -874,10 +877,11 @@ class TaskManager:
         """Run a dead (failed or interrupted) task again as a new task; returns its id.
         The new record's ``replay_of`` names the original.
 
-        A dead task is replayed once: replaying it again returns the id of that replay,
-        whatever has become of it, and writes nothing (a repeated click or request never
-        runs the task twice). To run it again after its replay died too, replay the
-        replay."""
+        A dead task is replayed once: replaying it again returns the id of that replay
+        (pending, running, done or dead) and writes nothing, so a repeated click or
+        request never runs the task twice; if that replay was cancelled, this is a new
+        replay.
+        To run a task again after its replay died too, replay the replay."""
         self._require_running("replay")
         rec = await self._store.fetch(task_id)
         if rec is None:
@@ -887,23 +891,60 @@ class TaskManager:
                 f"task {task_id} is {rec.status.value}; only failed or interrupted tasks "
                 "can be replayed"
             )
-        new = self._replay_record(rec)
-        if await self._store.fetch(new.id) is None:
-            # (a replay committed meanwhile by another caller makes this insert a no-op)
-            await self._wait_committed(self._submit([new]))
+        latest = (await self._latest_replays([task_id])).get(task_id)
+        if latest is not None and latest[1].status is not TaskStatus.CANCELLED:
+            return latest[1].id
+        new = self._replay_record(rec, 1 if latest is None else latest[0] + 1)
+        # (a replay committed meanwhile by another caller has the same id: this insert is
+        # then refused, and both callers answer that replay)
+        await self._wait_committed(self._submit([new]))
         return new.id
 
     async def replays_of(self, task_ids: Iterable[str]) -> dict[str, str]:
         """The replay of each of ``task_ids`` that has been replayed (see :meth:`replay`),
-        as ``{original id: replay id}``."""
-        wanted = {replay_task_id(i): i for i in task_ids}
-        found = await self._store.fetch_many(list(wanted)) if wanted else []
-        return {wanted[r.id]: r.id for r in found}
+        as ``{original id: replay id}``. A task whose latest replay was cancelled is not
+        in it (it can be replayed again)."""
+        latest = await self._latest_replays(task_ids)
+        return {
+            original: rec.id
+            for original, (_, rec) in latest.items()
+            if rec.status is not TaskStatus.CANCELLED
+        }
 
-    async def _not_replayed(self, dead: builtins.list[TaskRecord]) -> builtins.list[TaskRecord]:
-        """The tasks of ``dead`` that have not been replayed yet."""
-        done = await self.replays_of(r.id for r in dead)
-        return [r for r in dead if r.id not in done]
+    async def _latest_replays(self, task_ids: Iterable[str]) -> dict[str, tuple[int, TaskRecord]]:
+        """Each of ``task_ids`` that has a replay: its latest replay and the generation of
+        that replay (past the replays that ended cancelled)."""
+        latest: dict[str, tuple[int, TaskRecord]] = {}
+        ids = list(dict.fromkeys(task_ids))
+        generation = 1
+        while ids:
+            wanted = {replay_task_id(i, generation): i for i in ids}
+            ids = []
+            for rec in await self._store.fetch_many(list(wanted)):
+                original = wanted[rec.id]
+                latest[original] = (generation, rec)
+                if rec.status is TaskStatus.CANCELLED:
+                    ids.append(original)
+            generation += 1
+        return latest
+
+    async def _not_replayed(
+        self, dead: builtins.list[TaskRecord], generations: dict[str, int]
+    ) -> builtins.list[TaskRecord]:
+        """The tasks of ``dead`` that have not been replayed yet (or whose latest replay
+        was cancelled); ``generations`` gets the generation each one's replay takes."""
+        latest = await self._latest_replays(r.id for r in dead)
+        out = []
+        for rec in dead:
+            found = latest.get(rec.id)
+            if found is None:
+                generations[rec.id] = 1
+            elif found[1].status is TaskStatus.CANCELLED:
+                generations[rec.id] = found[0] + 1
+            else:
+                continue
+            out.append(rec)
+        return out
 
     async def dead_letters(
         self,
@@ -915,7 +956,7 @@ class TaskManager:
     ) -> builtins.list[TaskRecord]:
         """Dead tasks selected by id, or created within ``[since, until)`` (at most
         ``limit``, newest first)."""
-        return await self._dead(ids, since, until, limit, unreplayed=False)
+        return await self._dead(ids, since, until, limit)
 
     async def _dead(
         self,
@@ -923,11 +964,11 @@ class TaskManager:
         since: datetime | None,
         until: datetime | None,
         limit: int,
-        *,
-        unreplayed: bool,
+        generations: dict[str, int] | None = None,
     ) -> builtins.list[TaskRecord]:
-        """:meth:`dead_letters`; with ``unreplayed``, only those not replayed yet (for a
-        window, page by page: ``limit`` counts the ones not replayed)."""
+        """:meth:`dead_letters`; with ``generations``, only those not replayed yet (for a
+        window, page by page: ``limit`` counts the ones not replayed), and the generation
+        of each one's replay goes into it."""
         if ids is not None:
             wanted = list(dict.fromkeys(ids))
             found = {r.id: r for r in await self._store.fetch_many(wanted)}
@@ -935,7 +976,7 @@ class TaskManager:
             if missing:
                 raise TaskNotFound(f"no task with id {missing[0]!r}")
             dead = [found[i] for i in wanted if found[i].status in DEAD]
-            return await self._not_replayed(dead) if unreplayed else dead
+            return dead if generations is None else await self._not_replayed(dead, generations)
         out: list[TaskRecord] = []
         cursor: int | None = None
         while len(out) < limit:
@@ -948,7 +989,10 @@ class TaskManager:
                     cursor=cursor,
                 )
             )
-            out.extend(await self._not_replayed(page.items) if unreplayed else page.items)
+            if generations is None:
+                out.extend(page.items)
+            else:
+                out.extend(await self._not_replayed(page.items, generations))
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
@@ -972,11 +1016,12 @@ class TaskManager:
         which are dead tasks of their own). ``limit`` counts the tasks dispatched."""
         if ids is None and since is None and until is None:
             raise ConfigurationError("replay_many needs ids or a time window (since/until)")
-        dead = await self._dead(ids, since, until, limit, unreplayed=True)
+        generations: dict[str, int] = {}
+        dead = await self._dead(ids, since, until, limit, generations)
         if dry_run:
             return [(r, None) for r in dead]
         self._require_running("replay_many")
-        news = [self._replay_record(r) for r in dead]
+        news = [self._replay_record(r, generations[r.id]) for r in dead]
         if news:
             await self._wait_committed(self._submit(news))
         return [(r, n.id) for r, n in zip(dead, news, strict=True)]

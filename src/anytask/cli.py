@@ -114,10 +114,16 @@ async def _replay(args: argparse.Namespace) -> int:
             elif not rec.status.dead:
                 print(f"{task_id}: {rec.status.value}, not replayed (only failed/interrupted)")
             else:
-                new = builder._replay_record(rec)
+                generations: dict[str, int] = {}
+                if not await builder._not_replayed([rec], generations):
+                    # a dead task is replayed once (TaskManager.replay)
+                    replay_id = (await builder.replays_of([task_id])).get(task_id, "?")
+                    print(f"{task_id}: already replayed as {replay_id}, not replayed again")
+                    continue
+                new = builder._replay_record(rec, generations[task_id])
                 if (await store.insert([new]))[0]:
                     print(f"{task_id} -> {new.id}")
-                else:  # a dead task is replayed once (TaskManager.replay)
+                else:  # another process replayed it meanwhile
                     print(f"{task_id}: already replayed as {new.id}, not replayed again")
     finally:
         await store.close()

@@ -328,7 +328,10 @@ class TaskAdmin:
             if rec is None:
                 raise HTTPException(404, f"no task with id {task_id!r}")
             replays = await tm.list(TaskQuery(replay_of=rec.id, limit=100))
-            return TaskDetail.of(rec, [r.id for r in replays.items])
+            found = TaskDetail.of(rec, [r.id for r in replays.items])
+            if rec.status in DEAD:
+                found.replayed_as = (await tm.replays_of([rec.id])).get(rec.id)
+            return found
 
         @api.get("/api/tasks", response_model=TaskPage, summary="List tasks, newest first")
         async def list_tasks(

@@ -204,8 +204,9 @@ export function mount(container, { id }) {
         ),
       );
     }
-    // a dead task is replayed once (its replays are listed in the facts)
-    if (DEAD.has(task.status) && !(task.replays || []).length) {
+    // a dead task is replayed once (its replays are listed in the facts), unless its
+    // replay was cancelled
+    if (DEAD.has(task.status) && !task.replayed_as) {
       actions.append(
         h(
           "button",
