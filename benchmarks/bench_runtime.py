@@ -188,6 +188,7 @@ def memory_store_floor(n: int) -> dict[str, float]:
     builds them (id, timestamps), put into a :class:`MemoryStore`, claimed and recorded
     ``success`` with the calls the runtime makes on its hot path, one after the other,
     with no runtime and no event loop."""
+    gc.collect()  # as before every run (see _run)
     store = MemoryStore()
     clock = SystemClock()
     lease = timedelta(seconds=30)
@@ -274,10 +275,7 @@ def _make_manager(store_kind: str, tmp: Path, tag: str, **options: Any) -> TaskM
 def best_of(repeat: int, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run ``fn(*args)`` ``repeat`` times; keep the fastest run (other processes on a small
     machine only ever slow a run down) and the spread of rates."""
-    runs = []
-    for _ in range(repeat):
-        gc.collect()  # no run pays for collecting the garbage of the run before it
-        runs.append(fn(*args))
+    runs = [fn(*args) for _ in range(repeat)]
     best = dict(max(runs, key=lambda r: r["rate"]))
     best["rates"] = [round(r["rate"]) for r in runs]
     return best
@@ -287,12 +285,14 @@ def interleaved(
     repeat: int, jobs: dict[str, tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]]
 ) -> dict[str, dict[str, Any]]:
     """Run every job ``repeat`` times, one run of each per round, so that a change in the
-    machine's pace during the benchmark hits the configurations compared alike; keep
+    machine's pace during the benchmark hits the configurations compared alike (the
+    order within a round rotates, so that no job always follows the same one); keep
     each job's fastest run and the rates of all its runs, in round order."""
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in jobs}
-    for _ in range(repeat):
-        for key, (fn, args) in jobs.items():
-            gc.collect()  # no run pays for collecting the garbage of the run before it
+    order = list(jobs)
+    for i in range(repeat):
+        for key in order[i % len(order) :] + order[: i % len(order)]:
+            fn, args = jobs[key]
             runs[key].append(fn(*args))
     out = {}
     for key, rows in runs.items():

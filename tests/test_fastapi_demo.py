@@ -68,6 +68,8 @@ async def test_the_demo_page_works_below_a_root_path(tmp_path: Path) -> None:
     app = create_app(str(tmp_path / "demo.db"), shutdown_grace=0.1)
     async with serve(app, root_path="/shop") as client:
         page_url = f"{BASE}/shop/"
+        bare = await client.get(f"{BASE}/shop")  # relative URLs need the trailing slash
+        assert (bare.status_code, bare.headers["location"]) == (307, page_url)
         page = await client.get(page_url)
         assert page.status_code == 200
         refs = re.findall(r'(?:href|src)="([^"]+)"', page.text)

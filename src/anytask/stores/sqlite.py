@@ -136,7 +136,8 @@ _FRESH_HEAD = (
     f"INSERT INTO anytask_tasks ({', '.join(_FRESH_COLUMNS + tuple(_FRESH_LITERALS))}) VALUES "
 )
 _FRESH_ROW = f"({', '.join(['?'] * len(_FRESH_COLUMNS) + list(_FRESH_LITERALS.values()))})"
-#: Rows per multi-row statement (inserts: 28 parameters a row, far below SQLite's 32766).
+#: Rows per multi-row statement (inserts: at most 28 parameters a row, far below SQLite's
+#: limit of 32766).
 _CHUNK = 64
 #: The condition of the partial index of ended tasks (pending and running rows, the ones
 #: that change all the time, stay out of it; their own partial indexes cover them).
