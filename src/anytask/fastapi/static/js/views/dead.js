@@ -2,7 +2,7 @@
 import { api } from "../api.js";
 import { DEAD, clear, batch, errorNotice, fill, h, shortId, statusBadge, timeEl } from "../dom.js";
 import { replayResult, replayWithConfirm } from "../replay.js";
-import { replayNote } from "./tasks.js";
+import { replayNote, taskNote } from "./tasks.js";
 import { toast } from "../ui.js";
 
 const PAGE_SIZE = 50;
@@ -94,21 +94,6 @@ export function mount(container) {
     selectAll.checked = shownIds.length > 0 && shownIds.every((id) => selected.has(id));
   }
 
-  // a dead task is replayed once: say where its replay is
-  function replayedNote(task) {
-    if (!task.replayed_as) return null;
-    return h(
-      "div",
-      { class: "replay-note replayed-as" },
-      "replayed as ",
-      h(
-        "a",
-        { href: "#/tasks/" + encodeURIComponent(task.replayed_as), class: "mono" },
-        shortId(task.replayed_as),
-      ),
-    );
-  }
-
   function row(task) {
     const box = h("input", {
       type: "checkbox",
@@ -136,7 +121,8 @@ export function mount(container) {
           h("span", { class: "task-id mono" }, shortId(task.task_id)),
         ),
         replayNote(task),
-        replayedNote(task),
+        // a dead task is replayed once: say where its replay is
+        taskNote("replayed as", task.replayed_as, "replayed-as"),
       ),
       h("td", { "data-label": "Status" }, statusBadge(task.status)),
       h("td", { "data-label": "Ended" }, timeEl(task.ended_at)),

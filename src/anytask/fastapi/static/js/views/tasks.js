@@ -181,18 +181,19 @@ function buildFilterForm(filters, onApply) {
 }
 
 /** "replay of 1a2b3c4d" under the name of a task that is a replay. */
-export function replayNote(task) {
-  if (!task.replay_of) return null;
+/** A small line under a task's name linking to a related task, or null without one. */
+export function taskNote(label, id, extraClass = "") {
+  if (!id) return null;
   return h(
     "div",
-    { class: "replay-note" },
-    "replay of ",
-    h(
-      "a",
-      { href: "#/tasks/" + encodeURIComponent(task.replay_of), class: "mono" },
-      shortId(task.replay_of),
-    ),
+    { class: ("replay-note " + extraClass).trim() },
+    label + " ",
+    h("a", { href: "#/tasks/" + encodeURIComponent(id), class: "mono" }, shortId(id)),
   );
+}
+
+export function replayNote(task) {
+  return taskNote("replay of", task.replay_of);
 }
 
 export function taskRow(task, { onOpen } = {}) {
