@@ -6,6 +6,7 @@ A new backend plugs in by adding one entry to ``STORES``.
 from __future__ import annotations
 
 import dataclasses
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -334,6 +335,68 @@ async def test_claim_order_is_fifo_across_batches(store: Store) -> None:
         await store.insert([make(name=f"b{i}-{j}") for j in range(2)])
     claimed = await claim_all(store)
     assert [r.name for r in claimed] == ["b0-0", "b0-1", "b1-0", "b1-1", "b2-0", "b2-1"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_claim_order_follows_priority_then_seq_through_delays_retries_and_cancels(
+    store: Store, seed: int
+) -> None:
+    # Every claim must take the due pending record with the highest priority, and among
+    # those the lowest seq (the oldest), also when records become due out of seq order
+    # (a delayed task, a retry) or stop being pending while they wait (a cancel). The
+    # reference is computed from the records themselves before each claim.
+    rng = random.Random(seed)
+    now = T0
+    ids: list[str] = []
+    claims = 0
+    for step in range(300):
+        op = rng.random()
+        if op < 0.4:
+            batch = [
+                make(
+                    id=f"r{step}-{i}",
+                    priority=rng.choice([0, 0, 0, 1, 5, -2]),
+                    created_at=now,
+                    run_after=now + timedelta(seconds=rng.choice([0, 0, 0, 1, 2, 5])),
+                    max_attempts=3,
+                )
+                for i in range(rng.randint(1, 3))
+            ]
+            await store.insert(batch)
+            ids += [r.id for r in batch]
+        elif op < 0.5 and ids:
+            await store.cancel(rng.choice(ids), now)
+        elif op < 0.6:
+            now += timedelta(seconds=rng.choice([1, 2, 3]))
+        else:
+            records = await store.fetch_many(ids)
+            due = [r for r in records if r.status is TaskStatus.PENDING and r.run_after <= now]
+            expected = min(due, key=lambda r: (-r.priority, r.seq), default=None)
+            claimed = await store.claim("w1", 1, now, now + LEASE)
+            assert [r.id for r in claimed] == ([] if expected is None else [expected.id]), step
+            claims += bool(claimed)
+            for rec in claimed:
+                if rng.random() < 0.5:  # a retry: due again later, behind younger records
+                    wait = timedelta(seconds=rng.choice([0, 1, 3]))
+                    out = Outcome(rec.id, rec.token, TaskStatus.PENDING, ended_at=now)
+                    out.run_after = now + wait
+                else:
+                    out = Outcome(rec.id, rec.token, TaskStatus.SUCCESS, ended_at=now)
+                assert await store.complete([out]) == [True]
+    assert claims > 50  # the walk claimed often enough to mean something
+
+
+async def test_claim_order_holds_across_many_distinct_priorities(store: Store) -> None:
+    rng = random.Random(7)
+    for batch in range(5):
+        prios = rng.sample(range(-100, 100), 40)
+        await store.insert([make(id=f"{batch}:{p}", priority=p) for p in prios])
+        claimed = await claim_all(store)
+        assert [r.priority for r in claimed] == sorted(prios, reverse=True)
+    if isinstance(store, MemoryStore):
+        # the queues of priorities no longer in use do not pile up
+        await store.insert([make(id="last", priority=1000)])
+        assert store._ready._prios == [1000]
 
 
 async def test_claim_respects_limit(store: Store) -> None:

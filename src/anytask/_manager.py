@@ -60,6 +60,7 @@ from ._ids import new_task_id
 from ._models import (
     DEAD,
     MAX_WAIT,
+    NO_ITEMS,
     Metrics,
     Outcome,
     Page,
@@ -515,13 +516,13 @@ class TaskManager:
             return TaskRecord(
                 new_task_id(),
                 defn.name,
-                detached(list(args)) if args else [],
+                detached(list(args)) if args else NO_ITEMS,
                 detached(kwargs) if kwargs else kwargs,
                 created,
                 created,
                 _PENDING,
                 priority,
-                list(tags) if tags else [],
+                list(tags) if tags else NO_ITEMS,
                 None,
                 None,
                 None,
@@ -529,6 +530,11 @@ class TaskManager:
                 max_attempts,
                 timeout,
                 requeue,
+                None,
+                None,
+                None,
+                None,
+                NO_ITEMS,
             )
         priority = kwargs.pop("priority", None)
         delay = kwargs.pop("delay", None)
@@ -574,16 +580,17 @@ class TaskManager:
         return TaskRecord(
             id=key_task_id(key) if key is not None else new_task_id(),
             name=defn.name,
-            args=detached(list(args)),
+            args=detached(list(args)) if args else NO_ITEMS,
             kwargs=detached(kwargs),
             created_at=created,
             run_after=created if run_ts == now else from_ts(run_ts),
             priority=prio,
-            tags=tag_list,
+            tags=tag_list or NO_ITEMS,
             idempotency_key=key,
             max_attempts=opts.max_attempts,
             timeout=opts.timeout,
             requeue_on_interrupt=opts.requeue_on_interrupt,
+            logs=NO_ITEMS,
         )
 
     def _submit(self, records: list[TaskRecord]) -> int:
@@ -1841,7 +1848,7 @@ class TaskManager:
         now = self.clock.time()
         ended = from_ts(now)
         # the full log list when this attempt adds lines, else None (the stored one stays)
-        logs = rec.logs + active.logs if active.has_logs else None
+        logs = [*rec.logs, *active.logs] if active.has_logs else None
         if active.dropped:
             dropped = f"{active.dropped} log lines dropped"
             logs = logs if logs is not None else list(rec.logs)

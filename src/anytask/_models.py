@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from ._errors import ConfigurationError
 
@@ -23,6 +23,14 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
 ]
+
+
+# An empty list's stand-in in records the runtime builds and the memory store keeps: the
+# empty tuple, which the garbage collector does not track (a list is tracked for as long as
+# the record lives, and every collection of the older generations walks it again) and
+# which nothing can change in place. Code that reads such a record's ``args``, ``tags``
+# or ``logs`` only iterates, tests and measures them; stores hand out real lists.
+NO_ITEMS = cast(list[Any], ())
 
 
 class TaskStatus(StrEnum):

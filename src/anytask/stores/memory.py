@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import builtins
 import heapq
+from bisect import insort
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -39,13 +41,102 @@ def _snapshot(rec: TaskRecord) -> TaskRecord:
     the store hands out and what it keeps of what it is handed (as a store that encodes
     every value does, changing one in place never changes the other)."""
     snap = rec.copy()
-    snap.args = cloned(rec.args)
+    snap.args = cloned(rec.args) if rec.args else []
     snap.kwargs = cloned(rec.kwargs)
     snap.tags = list(rec.tags)
     snap.logs = cloned(rec.logs) if rec.logs else []
     if type(rec.result) in (list, dict):
         snap.result = cloned(rec.result)
     return snap
+
+
+class _Due:
+    """The due pending records, in claim order: highest priority first, then by ``seq``
+    (FIFO among equals).
+
+    A record arriving in ``seq`` order, as every new one does, goes to the end of its
+    priority's queue: constant time to add and to take, where a heap of every due record
+    costs a logarithmic sift on each. One arriving out of order (a retry or a delayed task
+    that became due after younger ones) goes to a small heap beside the queues, and the
+    two are merged when taking. Records that stopped being pending while they waited (a
+    cancel) are dropped when they come up."""
+
+    __slots__ = ("_fifo", "_late", "_prios", "_rows")
+
+    _KEEP_EMPTY = 8  # empty priority queues kept (so that one priority does not churn)
+
+    def __init__(self, rows: dict[str, TaskRecord]) -> None:
+        self._rows = rows
+        self._fifo: dict[int, deque[TaskRecord]] = {}
+        self._prios: builtins.list[int] = []  # the keys of _fifo, highest first
+        self._late: builtins.list[tuple[int, int, str]] = []  # heap of (-priority, seq, id)
+
+    def add(self, rec: TaskRecord) -> None:
+        prio = rec.priority
+        queue = self._fifo.get(prio)
+        if queue is None:
+            self._new_queue(prio).append(rec)
+        elif queue and queue[-1].seq > rec.seq:
+            heapq.heappush(self._late, (-prio, rec.seq, rec.id))
+        else:
+            queue.append(rec)
+
+    def _new_queue(self, prio: int) -> deque[TaskRecord]:
+        fifo, prios = self._fifo, self._prios
+        if len(prios) >= self._KEEP_EMPTY:
+            for p in [p for p in prios if not fifo[p]]:
+                del fifo[p]
+                prios.remove(p)
+        queue = fifo[prio] = deque()
+        insort(prios, prio, key=lambda p: -p)
+        return queue
+
+    def _late_head(self) -> tuple[int, int, str] | None:
+        late, rows = self._late, self._rows
+        while late:
+            head = late[0]
+            rec = rows.get(head[2])
+            if rec is not None and rec.status is _PENDING:
+                return head
+            heapq.heappop(late)  # no longer pending
+        return None
+
+    def _head(self) -> deque[TaskRecord] | None:
+        """The queue whose first record comes next; None when the late heap's first does
+        (its first entry is then a pending record), or when nothing is due."""
+        late = self._late_head() if self._late else None
+        fifo = self._fifo
+        for prio in self._prios:
+            queue = fifo[prio]
+            while queue:
+                rec = queue[0]
+                if rec.status is _PENDING:
+                    if late is not None and (late[0], late[1]) < (-prio, rec.seq):
+                        return None
+                    return queue
+                queue.popleft()  # no longer pending
+        return None
+
+    def pop(self) -> TaskRecord | None:
+        if not self._late:  # the common case, kept short
+            fifo = self._fifo
+            for prio in self._prios:
+                queue = fifo[prio]
+                while queue:
+                    rec = queue.popleft()
+                    if rec.status is _PENDING:
+                        return rec
+            return None
+        head = self._head()
+        if head is not None:
+            return head.popleft()
+        return self._rows[heapq.heappop(self._late)[2]] if self._late else None
+
+    def peek(self) -> TaskRecord | None:
+        queue = self._head()
+        if queue is not None:
+            return queue[0]
+        return self._rows[self._late[0][2]] if self._late else None
 
 
 class MemoryStore(Store):
@@ -70,7 +161,7 @@ class MemoryStore(Store):
         self._order: builtins.list[TaskRecord] = []  # by seq; seq == index + 1
         self._keys: dict[str, str] = {}
         self._fires: set[tuple[str, datetime]] = set()
-        self._ready: builtins.list[tuple[int, int, str]] = []  # (-priority, seq, id) of due pending
+        self._ready = _Due(self._rows)
         self._delayed: builtins.list[tuple[datetime, int, str]] = []  # (run_after, seq, id)
         self._running: dict[str, TaskRecord] = {}
         self._schedules: dict[str, ScheduleState] = {}
@@ -84,10 +175,10 @@ class MemoryStore(Store):
     def _promote(self, now: datetime) -> None:
         delayed, ready, rows = self._delayed, self._ready, self._rows
         while delayed and delayed[0][0] <= now:
-            run_after, seq, task_id = heapq.heappop(delayed)
+            run_after, _, task_id = heapq.heappop(delayed)
             rec = rows.get(task_id)
             if rec is not None and rec.status is _PENDING and rec.run_after == run_after:
-                heapq.heappush(ready, (-rec.priority, seq, task_id))
+                ready.add(rec)
 
     # -- reads ---------------------------------------------------------------------------
     def get(self, task_id: str) -> TaskRecord | None:
@@ -139,10 +230,9 @@ class MemoryStore(Store):
 
     async def next_run_after(self) -> datetime | None:
         rows = self._rows
-        for _, _, task_id in self._ready:
-            rec = rows.get(task_id)
-            if rec is not None and rec.status is _PENDING:
-                return rec.run_after  # already due
+        due = self._ready.peek()
+        if due is not None:
+            return due.run_after  # already due
         delayed = self._delayed
         while delayed:
             run_after, _, task_id = delayed[0]
@@ -192,7 +282,7 @@ class MemoryStore(Store):
                 fires.add(fire)
             if rec.status is _PENDING:
                 if rec.run_after <= rec.created_at:  # due at once: straight to the ready heap
-                    heapq.heappush(self._ready, (-rec.priority, rec.seq, rec.id))
+                    self._ready.add(rec)
                 else:
                     self._enqueue(rec)
             elif rec.status is _RUNNING:
@@ -212,11 +302,11 @@ class MemoryStore(Store):
         if rec.kwargs:
             rec.kwargs = cloned(rec.kwargs)
         self._seq += 1
-        seq = rec.seq = self._seq
+        rec.seq = self._seq
         rows[rec.id] = rec
         self._order.append(rec)
         self._counts[_PENDING] += 1
-        heapq.heappush(self._ready, (-rec.priority, seq, rec.id))
+        self._ready.add(rec)
         return True
 
     def succeed_now(self, rec: TaskRecord, token: int, ended_at: datetime) -> bool:
@@ -245,12 +335,8 @@ class MemoryStore(Store):
         (not a copy): the caller must only read it. For a runtime in the same thread."""
         if self._delayed:
             self._promote(now)
-        ready, rows = self._ready, self._rows
-        while ready:
-            _, _, task_id = heapq.heappop(ready)
-            rec = rows.get(task_id)
-            if rec is None or rec.status is not _PENDING:
-                continue
+        ready = self._ready
+        while (rec := ready.pop()) is not None:
             if rec.run_after > now:  # asked with an earlier "now": not due for it yet
                 self._enqueue(rec)
                 continue
