@@ -33,10 +33,12 @@ class EventHub:
     def __init__(self, buffer: int = 2000) -> None:
         self._buffer = buffer
         self._subscribers: dict[MemoryObjectSendStream[TaskEvent], bool] = {}
+        # whether anyone listens: a plain attribute, read on every enqueue and attempt
+        self.active = False
 
-    @property
-    def active(self) -> bool:
-        return bool(self._subscribers)
+    def _drop(self, send: MemoryObjectSendStream[TaskEvent]) -> None:
+        self._subscribers.pop(send, None)
+        self.active = bool(self._subscribers)
 
     def publish(self, event: TaskEvent) -> None:
         for send, lagging in list(self._subscribers.items()):
@@ -49,15 +51,16 @@ class EventHub:
                 if not lagging:
                     self._subscribers[send] = True
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.pop(send, None)
+                self._drop(send)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[TaskEvent]]:
         send, receive = anyio.create_memory_object_stream[TaskEvent](self._buffer)
         self._subscribers[send] = False
+        self.active = True
         try:
             with receive:
                 yield receive
         finally:
-            self._subscribers.pop(send, None)
+            self._drop(send)
             send.close()

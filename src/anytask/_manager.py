@@ -499,7 +499,9 @@ class TaskManager:
     ) -> TaskRecord:
         if not kwargs or RESERVED_KWARGS.isdisjoint(kwargs):
             # the common case, kept short: no per-call options
-            defn = self.registry.resolve(fn)
+            defn = self.registry.lookup_fn(id(fn))
+            if defn is None or defn.fn is not fn:
+                defn = self.registry.resolve(fn)
             if args:
                 for i, value in enumerate(args):
                     check_json(value, f"argument {i} of {defn.name}")
@@ -1547,9 +1549,11 @@ class TaskManager:
         )
 
     # ------------------------------------------------------------------ workers
-    def _take(self) -> TaskRecord | None:
+    def _take(self, started: datetime | None = None) -> TaskRecord | None:
         """The next record for a free worker: one claimed for it (the backlog) or, with an
-        in-process store, one it claims itself at once. None when there is none."""
+        in-process store, one it claims itself at once. None when there is none.
+        ``started``: the time to record as its start, when the caller has just read the
+        clock (the end of the worker's attempt before)."""
         if self._backlog:
             return self._backlog.popleft()
         store = self._inline_store
@@ -1558,7 +1562,8 @@ class TaskManager:
             and self._state is RunState.RUNNING
             and self._occupied + self._stray < self.max_concurrency
         ):
-            started = self.clock.now()
+            if started is None:
+                started = self.clock.now()
             rec = store.claim_one_now(self.instance_id, started, started + self._lease_delta)
             if rec is not None:
                 self._occupied += 1
@@ -1604,15 +1609,17 @@ class TaskManager:
             with scope:
                 while rec is not None:
                     slot.reason = None
-                    await self._attempt(slot, rec)
-                    if scope.cancel_called:
+                    ended = await self._attempt(slot, rec)
+                    if slot.reason is not None:  # the scope was cancelled (_Slot.cancel)
                         break
                     if time.perf_counter() >= next_yield:
                         # (before the next claim, so that no record is claimed and left
                         # waiting meanwhile)
                         await anyio.lowlevel.checkpoint()
                         next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
-                    rec = self._take()
+                        ended = None  # time went by: the next start reads the clock
+                    # the next attempt starts as this one ended (the clock read once)
+                    rec = self._take(ended)
         except anyio.get_cancelled_exc_class():
             # cancelled from outside: the manager is being torn down
             await self._abandon(slot)
@@ -1638,20 +1645,21 @@ class TaskManager:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._store.complete([out])
 
-    async def _attempt(self, slot: _Slot, rec: TaskRecord) -> None:
+    async def _attempt(self, slot: _Slot, rec: TaskRecord) -> datetime | None:
         """One attempt of ``rec`` in the worker's scope. Returns once its outcome is handed
-        on; a cancellation of the scope (or from outside) propagates with
-        ``slot.record`` still set, for the caller to record."""
+        on: the time it ended when it was a plain success recorded at once (else None);
+        a cancellation of the scope (or from outside) propagates with ``slot.record``
+        still set, for the caller to record."""
         if self._claimed:
             self._claimed.discard(rec.id)
-        defn = self.registry.get(rec.name)
+        defn = self.registry.lookup(rec.name)
         if defn is None:
             if self._cancel_soon and rec.id in self._cancel_soon:
                 self._cancel_soon.discard(rec.id)  # cancelled before it got here
                 self._finish(rec, self._outcome(rec, "cancel", None, None, _Active(rec)))
             else:
                 self._finish(rec, self._not_registered(rec))
-            return
+            return None
         slot.record = rec
         active = slot.active = _Active(rec)
         stale = self._active.get(rec.id)
@@ -1671,7 +1679,7 @@ class TaskManager:
             # that never awaits would run to its end in a cancelled scope). The scope is
             # cancelled, so the series ends and records the attempt by its reason.
             del self._active[rec.id]
-            return
+            return None
         args, kwargs = rec.args, rec.kwargs
         if self._detach_args and (args or kwargs):
             # the in-process store hands out its own lists and dicts: a task that changes
@@ -1709,18 +1717,22 @@ class TaskManager:
             store is not None
             and failure is None
             and result is None
-            and not active.has_logs
+            and not active._logs
             and not active.dropped
         ):
             # the hot path of _outcome + _finish: a plain success, in the store at once
             self._occupied -= 1
-            if store.succeed_now(rec, active.token, self.clock.now()):
-                self._wake_waiter(rec.id)
+            ended = self.clock.now()
+            if store.succeed_now(rec, active.token, ended):
+                if self._waiters:
+                    self._wake_waiter(rec.id)
                 if self.events.active:
-                    self._publish("finished", rec, TaskStatus.SUCCESS, None, rec.ended_at)
-            self._fire_changed()
-            return
+                    self._publish("finished", rec, TaskStatus.SUCCESS, None, ended)
+            if self._changed is not None:
+                self._fire_changed()
+            return ended
         self._finish(rec, self._outcome(rec, None, result, failure, active))
+        return None
 
     def _not_registered(self, rec: TaskRecord) -> Outcome:
         """The outcome of a claimed task whose name this process has not registered.

@@ -59,6 +59,11 @@ class Registry:
     def __init__(self) -> None:
         self._by_name: dict[str, TaskDefinition] = {}
         self._by_fn: dict[int, TaskDefinition] = {}
+        # the hot paths' lookups, without a Python call around the dict's own: the
+        # definition of a name (as get()), and the one a function was given (by id(); the
+        # caller checks that ``defn.fn`` is that very function, else calls resolve())
+        self.lookup: Callable[[str], TaskDefinition | None] = self._by_name.get
+        self.lookup_fn: Callable[[int], TaskDefinition | None] = self._by_fn.get
 
     def define(
         self, fn: Callable[..., Any], options: TaskOptions, name: str | None, *, explicit: bool
