@@ -142,7 +142,10 @@ def test_record_copy_and_the_short_add_task_path_cover_every_field() -> None:
     long = tm._build(job, (1,), {"y": [2], "tags": []})  # an option: the full path
     for f in dataclasses.fields(short):
         if f.name not in ("id", "created_at", "run_after"):
-            assert getattr(short, f.name) == getattr(long, f.name), f.name
+            a, b = getattr(short, f.name), getattr(long, f.name)
+            if f.name in ("args", "tags", "logs"):  # tuples may stand in for lists here
+                a, b = list(a), list(b)
+            assert a == b, f.name
     assert short.run_after == short.created_at
     source = dataclasses.replace(short, **{f.name: object() for f in dataclasses.fields(short)})
     copied = source.copy()

@@ -498,46 +498,57 @@ class TaskManager:
         self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> TaskRecord:
         if not kwargs or RESERVED_KWARGS.isdisjoint(kwargs):
-            # the common case, kept short: no per-call options
-            defn = self.registry.lookup_fn(id(fn))
-            if defn is None or defn.fn is not fn:
-                defn = self.registry.resolve(fn)
-            if args:
-                for i, value in enumerate(args):
-                    check_json(value, f"argument {i} of {defn.name}")
-            if kwargs:
-                for k, value in kwargs.items():
-                    check_json(value, f"argument {k!r} of {defn.name}")
-            priority, tags, max_attempts, timeout, requeue = defn.record_defaults
-            created = self.clock.now()
-            # the arguments are copied where they nest (detached): a group commit encodes
-            # them later, and the caller may change its lists and dicts meanwhile
-            # positional, in field order: id, name, args, kwargs, created_at, run_after,
-            # status, priority, tags, idempotency_key, started_at, ended_at, attempts,
-            # max_attempts, timeout, requeue_on_interrupt
-            return TaskRecord(
-                new_task_id(),
-                defn.name,
-                detached(list(args)) if args else NO_ITEMS,
-                detached(kwargs) if kwargs else kwargs,
-                created,
-                created,
-                _PENDING,
-                priority,
-                list(tags) if tags else NO_ITEMS,
-                None,
-                None,
-                None,
-                0,
-                max_attempts,
-                timeout,
-                requeue,
-                None,
-                None,
-                None,
-                None,
-                NO_ITEMS,
-            )
+            return self._build_plain(fn, args, kwargs)
+        return self._build_with_options(fn, args, kwargs)
+
+    def _build_plain(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TaskRecord:
+        """The common case, kept short: a record with no per-call options."""
+        defn = self.registry.lookup_fn(id(fn))
+        if defn is None or defn.fn is not fn:
+            defn = self.registry.resolve(fn)
+        if args:
+            for i, value in enumerate(args):
+                check_json(value, f"argument {i} of {defn.name}")
+        if kwargs:
+            for k, value in kwargs.items():
+                check_json(value, f"argument {k!r} of {defn.name}")
+        priority, tags, max_attempts, timeout, requeue = defn.record_defaults
+        created = self.clock.now()
+        # the arguments are copied where they nest (detached): a group commit encodes
+        # them later, and the caller may change its lists and dicts meanwhile
+        # positional, in field order: id, name, args, kwargs, created_at, run_after,
+        # status, priority, tags, idempotency_key, started_at, ended_at, attempts,
+        # max_attempts, timeout, requeue_on_interrupt, error, error_type, traceback,
+        # result, logs
+        return TaskRecord(
+            new_task_id(),
+            defn.name,
+            detached(list(args)) if args else NO_ITEMS,
+            detached(kwargs) if kwargs else kwargs,
+            created,
+            created,
+            _PENDING,
+            priority,
+            tags,
+            None,
+            None,
+            None,
+            0,
+            max_attempts,
+            timeout,
+            requeue,
+            None,
+            None,
+            None,
+            None,
+            NO_ITEMS,
+        )
+
+    def _build_with_options(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TaskRecord:
         priority = kwargs.pop("priority", None)
         delay = kwargs.pop("delay", None)
         run_at = kwargs.pop("run_at", None)
@@ -676,7 +687,7 @@ class TaskManager:
             and threading.get_ident() == self._loop_thread
         ):
             # the hot path of _submit for one plain record (kwargs is our own dict)
-            rec = self._build(fn, args, kwargs)
+            rec = self._build_plain(fn, args, kwargs)
             if store.put_now(rec):
                 if self.events.active:
                     self._publish("enqueued", rec, rec.status)

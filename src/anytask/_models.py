@@ -28,8 +28,9 @@ __all__ = [
 # An empty list's stand-in in records the runtime builds and the memory store keeps: the
 # empty tuple, which the garbage collector does not track (a list is tracked for as long as
 # the record lives, and every collection of the older generations walks it again) and
-# which nothing can change in place. Code that reads such a record's ``args``, ``tags``
-# or ``logs`` only iterates, tests and measures them; stores hand out real lists.
+# which nothing can change in place. A task's default tags are put in the same way, as the
+# tuple of its options. Code that reads such a record's ``args``, ``tags`` or ``logs``
+# only iterates, tests and measures them; stores hand out real lists.
 NO_ITEMS = cast(list[Any], ())
 
 

@@ -6,7 +6,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ._errors import ConfigurationError, TaskNotRegistered
 from ._models import TaskOptions
@@ -23,13 +23,15 @@ class TaskDefinition:
     explicit: bool  # defined with @tm.task (False: a plain function given to add_task)
     # what each new record of this task starts with (priority, tags, max_attempts,
     # timeout, requeue_on_interrupt), read once per enqueue
-    record_defaults: tuple[int, tuple[str, ...], int, float | None, bool] = field(
+    # (the tags are the options' tuple, shared by every record: see NO_ITEMS)
+    record_defaults: tuple[int, list[str], int, float | None, bool] = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
         o = self.options
-        defaults = (o.priority, o.tags, o.max_attempts, o.timeout, o.requeue_on_interrupt)
+        tags = cast(list[str], o.tags)
+        defaults = (o.priority, tags, o.max_attempts, o.timeout, o.requeue_on_interrupt)
         object.__setattr__(self, "record_defaults", defaults)
 
 

@@ -162,6 +162,7 @@ class MemoryStore(Store):
         self._keys: dict[str, str] = {}
         self._fires: set[tuple[str, datetime]] = set()
         self._ready = _Due(self._rows)
+        self._fifo = self._ready._fifo  # for the hot paths
         self._delayed: builtins.list[tuple[datetime, int, str]] = []  # (run_after, seq, id)
         self._running: dict[str, TaskRecord] = {}
         self._schedules: dict[str, ScheduleState] = {}
@@ -294,19 +295,21 @@ class MemoryStore(Store):
         """Insert one new record that is pending and due at once, with no idempotency key
         and no schedule fire (what a plain ``add_task`` builds), handing it over as
         :meth:`insert_now` with ``owned=True`` does. False if its id exists."""
-        rows = self._rows
-        if rec.id in rows:
-            return False
+        if self._rows.setdefault(rec.id, rec) is not rec:
+            return False  # the id exists (and the stored record stays)
         if rec.args:
             rec.args = cloned(rec.args)
         if rec.kwargs:
             rec.kwargs = cloned(rec.kwargs)
         self._seq += 1
         rec.seq = self._seq
-        rows[rec.id] = rec
         self._order.append(rec)
         self._counts[_PENDING] += 1
-        self._ready.add(rec)
+        queue = self._fifo.get(rec.priority)
+        if queue is not None:
+            queue.append(rec)  # its seq is the highest yet: in order (_Due.add, inlined)
+        else:
+            self._ready.add(rec)
         return True
 
     def succeed_now(self, rec: TaskRecord, token: int, ended_at: datetime) -> bool:
@@ -340,23 +343,21 @@ class MemoryStore(Store):
             if rec.run_after > now:  # asked with an earlier "now": not due for it yet
                 self._enqueue(rec)
                 continue
-            self._start(rec, owner, now, lease_until)
+            # _start, inlined
+            counts = self._counts
+            counts[_PENDING] -= 1
+            counts[_RUNNING] += 1
+            rec.status = _RUNNING
+            rec.owner = owner
+            rec.lease_expires_at = lease_until
+            rec.started_at = now
+            rec.ended_at = None
+            rec.attempts += 1
+            rec.token += 1
+            rec.cancel_requested = False
+            self._running[rec.id] = rec
             return rec
         return None
-
-    def _start(self, rec: TaskRecord, owner: str, now: datetime, lease_until: datetime) -> None:
-        counts = self._counts
-        counts[_PENDING] -= 1
-        counts[_RUNNING] += 1
-        rec.status = _RUNNING
-        rec.owner = owner
-        rec.lease_expires_at = lease_until
-        rec.started_at = now
-        rec.ended_at = None
-        rec.attempts += 1
-        rec.token += 1
-        rec.cancel_requested = False
-        self._running[rec.id] = rec
 
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
