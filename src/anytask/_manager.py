@@ -1564,11 +1564,14 @@ class TaskManager:
         )
 
     # ------------------------------------------------------------------ workers
-    def _take(self, started: datetime | None = None) -> TaskRecord | None:
+    def _take(
+        self, started: datetime | None = None, lease_until: datetime | None = None
+    ) -> TaskRecord | None:
         """The next record for a free worker: one claimed for it (the backlog) or, with an
         in-process store, one it claims itself at once. None when there is none.
         ``started``: the time to record as its start, when the caller has just read the
-        clock (the end of the worker's attempt before)."""
+        clock (the end of the worker's attempt before); ``lease_until``: the end of its
+        lease, when the caller has one from a moment ago (else ``started`` + lease)."""
         if self._backlog:
             return self._backlog.popleft()
         store = self._inline_store
@@ -1579,7 +1582,10 @@ class TaskManager:
         ):
             if started is None:
                 started = self.clock.now()
-            rec = store.claim_one_now(self.instance_id, started, started + self._lease_delta)
+                lease_until = None
+            if lease_until is None:
+                lease_until = started + self._lease_delta
+            rec = store.claim_one_now(self.instance_id, started, lease_until)
             if rec is not None:
                 self._occupied += 1
                 if self.events.active:
@@ -1620,10 +1626,14 @@ class TaskManager:
         # about _YIELD_EVERY, not that times the number of workers.
         self._in_series += 1
         next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
+        # One lease end for the claims of a slice: up to a slice (about _YIELD_EVERY)
+        # shorter than a lease counted from each start, which the heartbeat renews
+        # every lease / 3 anyway.
+        lease_until: datetime | None = None
+        slot.reason = None
         try:
             with scope:
                 while rec is not None:
-                    slot.reason = None
                     ended = await self._attempt(slot, rec)
                     if slot.reason is not None:  # the scope was cancelled (_Slot.cancel)
                         break
@@ -1632,9 +1642,11 @@ class TaskManager:
                         # waiting meanwhile)
                         await anyio.lowlevel.checkpoint()
                         next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
-                        ended = None  # time went by: the next start reads the clock
+                        ended = lease_until = None  # time went by: read the clock again
+                    elif ended is not None and lease_until is None:
+                        lease_until = ended + self._lease_delta
                     # the next attempt starts as this one ended (the clock read once)
-                    rec = self._take(ended)
+                    rec = self._take(ended, lease_until)
         except anyio.get_cancelled_exc_class():
             # cancelled from outside: the manager is being torn down
             await self._abandon(slot)
@@ -1677,13 +1689,13 @@ class TaskManager:
             return None
         slot.record = rec
         active = slot.active = _Active(rec)
-        stale = self._active.get(rec.id)
-        if stale is not None:
+        stale = self._active.setdefault(rec.id, slot)
+        if stale is not slot:
             # an attempt of ours still runs although its lease ran out and the task was
             # requeued and claimed again (by us): the new claim supersedes it, and the
             # old attempt's outcome would be refused anyway
             stale.cancel("lease")
-        self._active[rec.id] = slot
+            self._active[rec.id] = slot
         if self._cutting:  # claimed before the stop, picked up after the grace ran out
             slot.cancel("shutdown")
         elif self._cancel_soon and rec.id in self._cancel_soon:
@@ -1724,8 +1736,9 @@ class TaskManager:
             failure = exc
         finally:
             _current.reset(ctx_token)
-            if self._active.get(rec.id) is slot:  # (a newer attempt may have replaced us)
-                del self._active[rec.id]
+            newer = self._active.pop(rec.id, slot)
+            if newer is not slot:  # a newer attempt replaced us: it stays
+                self._active[rec.id] = newer
         slot.record = slot.active = None
         store = self._inline_store
         if (
