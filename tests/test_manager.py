@@ -127,6 +127,43 @@ async def test_every_way_a_task_reaches_a_worker_records_its_success() -> None:
         assert rec.ended_at is not None
 
 
+async def test_tasks_run_back_to_back_get_their_own_start_and_a_full_lease() -> None:
+    # A worker running tasks back to back starts each as the one before ended (one clock
+    # read) and claims them with one lease end per slice: each running record must still
+    # show a start no earlier than the previous task's end, and a lease that ends between
+    # one slice (a few ms) before and exactly ``lease`` seconds after its start.
+    lease = 30.0
+    tm = make(max_concurrency=1, lease=lease)
+    seen: dict[str, tuple[Any, Any]] = {}
+
+    @tm.task
+    async def tiny() -> None:
+        task_id = get_task_context().task_id
+        rec = tm.store.get(task_id)
+        assert rec is not None
+        seen[task_id] = (rec.started_at, rec.lease_expires_at)
+
+    async with tm:
+        ids = [tm.add_task(tiny) for _ in range(300)]
+        with anyio.fail_after(10):
+            await tm.join()
+    assert len(seen) == 300
+    previous_end = None
+    for task_id in ids:
+        started, lease_until = seen[task_id]
+        rec = tm.store.get(task_id)
+        assert rec is not None
+        assert rec.status is TaskStatus.SUCCESS
+        assert rec.started_at == started
+        assert rec.ended_at is not None
+        assert started <= rec.ended_at
+        if previous_end is not None:
+            assert started >= previous_end
+        previous_end = rec.ended_at
+        left = (lease_until - started).total_seconds()
+        assert lease - 0.5 <= left <= lease, left
+
+
 def test_record_copy_and_the_short_add_task_path_cover_every_field() -> None:
     # both build a TaskRecord positionally, for speed: a field added to or moved in the
     # record must not be dropped or shifted silently

@@ -35,7 +35,7 @@ class _Active:
     """The running attempt of one task, as its code sees it. Built once per attempt on
     the hot path, so the context object and the log list are made only when asked for."""
 
-    __slots__ = ("_context", "_logs", "dropped", "limit", "record", "started_at", "token")
+    __slots__ = ("_context", "_logs", "dropped", "record", "started_at", "token")
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
@@ -46,8 +46,13 @@ class _Active:
         self._context: TaskContext | None = None
         self._logs: list[dict[str, Any]] | None = None
         self.dropped = 0
-        # lines this attempt may still add (earlier attempts used some): per task
-        self.limit = max(LOG_LIMIT - len(record.logs), 0) if record.logs else LOG_LIMIT
+
+    @property
+    def limit(self) -> int:
+        """Lines this attempt may still add: earlier attempts used some (per task). Worked
+        out when a line comes: the record's lines stay as the claim found them until the
+        attempt's outcome is written."""
+        return max(LOG_LIMIT - len(self.record.logs), 0)
 
     @property
     def context(self) -> TaskContext:

@@ -167,7 +167,9 @@ class MemoryStore(Store):
         self._running: dict[str, TaskRecord] = {}
         self._schedules: dict[str, ScheduleState] = {}
         self._seq = 0
-        self._counts: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
+        # records per final status; the running ones are _running, and the pending ones
+        # all the others (so that a claim and a start change no count)
+        self._counts: dict[TaskStatus, int] = dict.fromkeys(TERMINAL, 0)
 
     # -- helpers -------------------------------------------------------------------------
     def _enqueue(self, rec: TaskRecord) -> None:
@@ -211,16 +213,20 @@ class MemoryStore(Store):
         return sum(1 for rec in self._order if query.matches(rec))
 
     async def counts(self) -> dict[TaskStatus, int]:
-        return dict(self._counts)
+        running = len(self._running)
+        ended = self._counts
+        pending = len(self._rows) - running - sum(ended.values())
+        return {s: ended.get(s, pending if s is _PENDING else running) for s in TaskStatus}
 
     async def has_unfinished(self) -> bool:
-        counts = self._counts
-        return counts[_PENDING] > 0 or counts[_RUNNING] > 0
+        return len(self._rows) > sum(self._counts.values())
 
     def _move(self, rec: TaskRecord, status: TaskStatus) -> None:
         counts = self._counts
-        counts[rec.status] -= 1
-        counts[status] += 1
+        if rec.status in counts:
+            counts[rec.status] -= 1
+        if status in counts:
+            counts[status] += 1
         rec.status = status
 
     async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
@@ -276,7 +282,8 @@ class MemoryStore(Store):
             rec.seq = self._seq
             rows[rec.id] = rec
             order.append(rec)
-            self._counts[rec.status] += 1
+            if rec.status in self._counts:
+                self._counts[rec.status] += 1
             if rec.idempotency_key is not None:
                 keys[rec.idempotency_key] = rec.id
             if fire is not None:
@@ -304,7 +311,6 @@ class MemoryStore(Store):
         self._seq += 1
         rec.seq = self._seq
         self._order.append(rec)
-        self._counts[_PENDING] += 1
         queue = self._fifo.get(rec.priority)
         if queue is not None:
             queue.append(rec)  # its seq is the highest yet: in order (_Due.add, inlined)
@@ -321,9 +327,7 @@ class MemoryStore(Store):
             return False
         rec = row
         del self._running[rec.id]
-        counts = self._counts
-        counts[_RUNNING] -= 1
-        counts[_SUCCESS] += 1
+        self._counts[_SUCCESS] += 1
         rec.status = _SUCCESS
         rec.owner = None
         rec.lease_expires_at = None
@@ -352,10 +356,6 @@ class MemoryStore(Store):
             if rec.run_after > now:  # asked with an earlier "now": not due for it yet
                 self._enqueue(rec)
                 continue
-            # _start, inlined
-            counts = self._counts
-            counts[_PENDING] -= 1
-            counts[_RUNNING] += 1
             rec.status = _RUNNING
             rec.owner = owner
             rec.lease_expires_at = lease_until
