@@ -451,6 +451,127 @@ async def test_max_concurrency_is_honoured_and_waiting_tasks_stay_pending() -> N
     assert statuses == {TaskStatus.SUCCESS}
 
 
+async def test_a_burst_of_waiting_tasks_fills_every_slot() -> None:
+    # Queued in one go (add_task, no await between), the first task goes to one worker
+    # and the rest wait in the store for it to claim them as it goes on. Each of these
+    # tasks waits inside itself, so the other workers must take them: all 32 slots fill
+    # (one worker would hold them at 1 and the test would time out).
+    tm = make(max_concurrency=32)
+    running = 0
+    peak = 0
+    release = anyio.Event()
+
+    @tm.task
+    async def waits() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+
+    async with tm:
+        for _ in range(64):
+            tm.add_task(waits)
+        with anyio.fail_after(5):
+            while running < 32:  # noqa: ASYNC110 - watching the workers is the point
+                await anyio.sleep(0.005)
+        release.set()
+        await tm.join(timeout=10)
+        counts = await tm.counts()
+    assert peak == 32
+    assert counts[TaskStatus.SUCCESS] == 64
+
+
+async def test_waiting_tasks_after_a_long_run_of_tiny_ones_still_fill_every_slot() -> None:
+    # The tiny tasks run back to back in one worker, which yields the event loop several
+    # times meanwhile (and the spreader finds it between two attempts each time). The
+    # waiting tasks queued after them must still spread over every slot once the worker
+    # finds itself waiting inside one.
+    tm = make(max_concurrency=16)
+    running = 0
+    peak = 0
+    release = anyio.Event()
+
+    @tm.task
+    async def tiny() -> None:
+        pass
+
+    @tm.task
+    async def waits() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+
+    async with tm:
+        for _ in range(20_000):
+            tm.add_task(tiny)
+        for _ in range(16):
+            tm.add_task(waits)
+        with anyio.fail_after(10):
+            while running < 16:  # noqa: ASYNC110 - watching the workers is the point
+                await anyio.sleep(0.005)
+        release.set()
+        await tm.join(timeout=10)
+    assert peak == 16
+
+
+async def test_tasks_queued_while_the_only_busy_worker_waits_run_at_once() -> None:
+    # One task holds its worker (it waits for a gate); tasks queued after it, from
+    # outside any task and from inside the waiting one, must run on other workers
+    # meanwhile instead of waiting for the gate.
+    tm = make(max_concurrency=4)
+    gate = anyio.Event()
+    done: list[str] = []
+
+    @tm.task
+    async def tiny(label: str) -> None:
+        done.append(label)
+
+    @tm.task
+    async def holder() -> None:
+        tm.add_task(tiny, "from inside")
+        await gate.wait()
+
+    async with tm:
+        held = tm.add_task(holder)
+        with anyio.fail_after(5):
+            while (rec := tm.store.get(held)) is None or rec.status is not TaskStatus.RUNNING:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            ids = [tm.add_task(tiny, f"outside {i}") for i in range(20)]
+            for task_id in ids:
+                await tm.wait(task_id)
+            while "from inside" not in done:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+        assert tm.store.get(held).status is TaskStatus.RUNNING  # type: ignore[union-attr]
+        gate.set()
+        await tm.join(timeout=10)
+    assert sorted(done) == sorted(["from inside", *(f"outside {i}" for i in range(20))])
+
+
+async def test_sync_tasks_of_a_burst_run_in_parallel_threads() -> None:
+    # sync tasks wait inside their attempt (for their thread), so a burst of them spreads
+    # over the workers: four that meet at a barrier can only all finish together
+    tm = make(max_concurrency=4)
+    barrier = threading.Barrier(4, timeout=5)
+
+    @tm.task
+    def meet() -> int:
+        return barrier.wait()
+
+    async with tm:
+        ids = [tm.add_task(meet) for _ in range(4)]
+        with anyio.fail_after(10):
+            recs = [await tm.wait(task_id) for task_id in ids]
+    assert [r.status for r in recs] == [TaskStatus.SUCCESS] * 4
+    assert sorted(r.result for r in recs) == [0, 1, 2, 3]
+
+
 async def test_sqlite_claims_with_outcome_commits_never_exceed_the_free_slots(
     tmp_path: Path,
 ) -> None:

@@ -304,6 +304,10 @@ class TaskManager:
         self._spread: _Signal | None = None
         self._skip_claim = False  # see _claimed_done
         self._in_series = 0  # workers inside _run_series (they share the yield interval)
+        # workers of _run_series suspended between two attempts (at the yield), and
+        # whether the spreader is due to look again (see _enqueued_here)
+        self._between = 0
+        self._spread_armed = False
         self._dispatch_wake: _Signal | None = None
         self._committed_signal: anyio.Event | None = None
         self._changed: anyio.Event | None = None
@@ -633,7 +637,7 @@ class TaskManager:
                     self._publish("enqueued", rec, rec.status)
             if delayed:
                 self._wake_dispatcher()  # it sleeps until the earliest run_after
-            self._claim_for_idle(len(records))
+            self._enqueued_here(len(records))
             return 0
         with self._lock:
             self._inserts.extend(records)
@@ -696,7 +700,7 @@ class TaskManager:
                 if self.events.active:
                     self._publish("enqueued", rec, rec.status)
                 if self._idle:
-                    self._claim_for_idle(1)
+                    self._enqueued_here(1)
             return rec.id
         rec = self._build(fn, args, dict(kwargs))
         self._submit([rec])
@@ -1370,10 +1374,30 @@ class TaskManager:
         if spread is not None and len(claimed) > 1:
             spread.set()
 
+    def _enqueued_here(self, n: int) -> None:
+        """With an in-process store, ``n`` records were just put in it and workers are
+        idle. With no worker running attempts and none woken yet, claim them for idle
+        workers at once, as the writer claims with the commit of an insert (a task
+        enqueued on an idle manager just before a stop is then already held, and the
+        stop lets it finish). Otherwise the worker that runs attempts (or is about to)
+        claims them itself as it goes on, and the spreader wakes more workers only if
+        every such worker is waiting inside a task: a burst of tasks that never wait runs
+        back to back in one worker, which yields the event loop once a slice instead of
+        once every task of every worker (see _spreader)."""
+        if self._in_series or self._backlog:
+            self._arm_spread()
+        else:
+            self._claim_for_idle(n)
+
+    def _arm_spread(self) -> None:
+        spread = self._spread
+        if not self._spread_armed and spread is not None:
+            self._spread_armed = True
+            spread.set()
+
     def _claim_for_idle(self, n: int) -> None:
         """With an in-process store: claim up to ``n`` due records at once for idle
-        workers, as the writer claims with the commit of an insert. A task enqueued just
-        before a stop is then already held by this manager, and the stop lets it finish."""
+        workers."""
         store = self._inline_store
         assert store is not None
         n = min(n, len(self._idle), self._free_slots())
@@ -1398,7 +1422,19 @@ class TaskManager:
             # let the worker woken first run (on trio, tasks woken together run in
             # any order)
             await anyio.lowlevel.checkpoint()
+            self._spread_armed = False
             self._wake_idle(len(self._backlog))
+            if (
+                self._inline_store is not None
+                and self._idle
+                and not self._between
+                and self._state is _RUNNING
+            ):
+                # With an in-process store, due records wait in the store for a worker
+                # running attempts to claim them as it goes on. None is between two
+                # attempts now: each one still running attempts waits inside a task
+                # (I/O, a sleep, a thread), so idle workers take the due records.
+                self._claim_for_idle(len(self._idle))
 
     def _wake_idle(self, n: int) -> None:
         """Wake up to ``n`` idle workers."""
@@ -1640,7 +1676,11 @@ class TaskManager:
                     if time.perf_counter() >= next_yield:
                         # (before the next claim, so that no record is claimed and left
                         # waiting meanwhile)
-                        await anyio.lowlevel.checkpoint()
+                        self._between += 1
+                        try:
+                            await anyio.lowlevel.checkpoint()
+                        finally:
+                            self._between -= 1
                         next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
                         ended = lease_until = None  # time went by: read the clock again
                     elif ended is not None and lease_until is None:
@@ -1679,6 +1719,10 @@ class TaskManager:
         still set, for the caller to record."""
         if self._claimed:
             self._claimed.discard(rec.id)
+        if self._idle and not self._spread_armed:
+            # should this attempt wait for something, the spreader finds it inside the
+            # attempt and gives due records to idle workers (see _enqueued_here)
+            self._arm_spread()
         defn = self.registry.lookup(rec.name)
         if defn is None:
             if self._cancel_soon and rec.id in self._cancel_soon:
