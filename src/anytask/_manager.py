@@ -699,7 +699,7 @@ class TaskManager:
             if store.put_now(rec):
                 if self.events.active:
                     self._publish("enqueued", rec, rec.status)
-                if self._idle:
+                if self._idle and not self._spread_armed:  # (armed: it looks anyway)
                     self._enqueued_here(1)
             return rec.id
         rec = self._build(fn, args, dict(kwargs))
@@ -1740,19 +1740,21 @@ class TaskManager:
             # old attempt's outcome would be refused anyway
             stale.cancel("lease")
             self._active[rec.id] = slot
-        if self._cutting:  # claimed before the stop, picked up after the grace ran out
-            slot.cancel("shutdown")
-        elif self._cancel_soon and rec.id in self._cancel_soon:
-            self._cancel_soon.discard(rec.id)
-            slot.cancel("cancel")
-        if slot.reason is not None:
-            # cancelled before it started: the function is not called at all (a body
-            # that never awaits would run to its end in a cancelled scope). The scope is
-            # cancelled, so the series ends and records the attempt by its reason.
-            del self._active[rec.id]
-            return None
+        if self._cutting or self._cancel_soon:
+            if self._cutting:  # claimed before the stop, picked up after the grace ran out
+                slot.cancel("shutdown")
+            elif rec.id in self._cancel_soon:
+                self._cancel_soon.discard(rec.id)
+                slot.cancel("cancel")
+            if slot.reason is not None:
+                # cancelled before it started: the function is not called at all (a
+                # body that never awaits would run to its end in a cancelled scope). The
+                # scope is cancelled, so the series ends and records the attempt by its
+                # reason.
+                del self._active[rec.id]
+                return None
         args, kwargs = rec.args, rec.kwargs
-        if self._detach_args and (args or kwargs):
+        if (args or kwargs) and self._detach_args:
             # the in-process store hands out its own lists and dicts: a task that changes
             # its arguments must not change the stored ones (a retry or a replay would
             # see the change), as with a store that decodes them afresh
