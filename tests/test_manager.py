@@ -521,6 +521,89 @@ async def test_waiting_tasks_after_a_long_run_of_tiny_ones_still_fill_every_slot
     assert peak == 16
 
 
+async def test_tasks_queued_just_before_a_stop_with_idle_workers_still_run() -> None:
+    # A task queued while a worker runs another is left in the store for that worker;
+    # at a stop, idle workers take such tasks as they would have when the tasks were
+    # queued, and the stop lets them finish. Also when the manager is idle but its
+    # spreader is still due to look (right after a task ran). Many rounds: on trio the
+    # order in which woken tasks run varies.
+    for _ in range(10):
+        await _queue_just_before_a_stop(after_a_run=True)
+        await _queue_just_before_a_stop(after_a_run=False)
+
+
+async def _queue_just_before_a_stop(*, after_a_run: bool) -> None:
+    tm = make(max_concurrency=4)
+    ran: list[str] = []
+
+    @tm.task
+    async def slow(label: str) -> None:
+        await anyio.sleep(0.01)
+        ran.append(label)
+
+    @tm.task
+    async def quick(label: str) -> None:
+        ran.append(label)
+
+    expected = ["slow", "behind the slow one"]
+    async with tm:
+        if after_a_run:
+            await tm.wait(tm.add_task(quick, "first"), timeout=5)
+            tm.add_task(quick, "after a run")
+            expected += ["first", "after a run"]
+        tm.add_task(slow, "slow")
+        tm.add_task(quick, "behind the slow one")
+    assert sorted(ran) == sorted(expected)
+    counts = await tm.counts()
+    assert counts[TaskStatus.PENDING] == 0
+    assert counts[TaskStatus.SUCCESS] == len(expected)
+
+
+async def test_a_pending_task_claimed_where_it_is_not_registered_fails_cleanly() -> None:
+    # The record the runtime built (its log list an empty tuple inside the memory store)
+    # is claimed by a manager that does not know its function: it must end failed, with
+    # its fields whole and the manager running on, not crash the manager.
+    store = MemoryStore()
+    first = make(store, max_concurrency=1, shutdown_grace=0.05)
+    gate = anyio.Event()
+
+    @first.task
+    async def hold() -> None:
+        await gate.wait()
+
+    async def plain() -> None:
+        pass
+
+    async with first:
+        held = await first.enqueue(hold)
+        with anyio.fail_after(5):
+            while (rec := store.get(held)) is None or rec.status is not TaskStatus.RUNNING:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+        task_id = first.add_task(plain)  # stays pending: the only worker is busy
+    left = store.get(task_id)
+    assert left is not None
+    assert left.status is TaskStatus.PENDING
+
+    second = make(store)
+
+    @second.task
+    async def other() -> None:
+        pass
+
+    async with second:
+        done = await second.wait(task_id, timeout=5)
+        after = await second.wait(await second.enqueue(other), timeout=5)
+    assert done.status is TaskStatus.FAILED
+    assert done.error_type == "TaskNotRegistered"
+    assert done.ended_at is not None
+    assert done.logs == []
+    assert isinstance(done.logs, list)
+    assert after.status is TaskStatus.SUCCESS
+    counts = await second.counts()
+    assert counts[TaskStatus.FAILED] == 1
+    assert counts[TaskStatus.RUNNING] == 0
+
+
 async def test_tasks_queued_while_the_only_busy_worker_waits_run_at_once() -> None:
     # One task holds its worker (it waits for a gate); tasks queued after it, from
     # outside any task and from inside the waiting one, must run on other workers

@@ -135,3 +135,34 @@ async def test_restart_during_backoff_loses_nothing() -> None:
     assert rec.result == "second attempt"
     assert len(starts) == 2
     assert due <= starts[1] <= due + 1.0
+
+
+async def test_tasks_after_a_long_wait_get_a_lease_from_their_own_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker runs tasks back to back and claims them with one lease end per slice. A
+    # task that waits an hour of virtual time inside one slice (the real time it takes is
+    # far shorter than the slice, made ten seconds long here so that the slice cannot
+    # end first) must not hand the tasks after it a lease that ended before they start.
+    import anytask._manager
+
+    monkeypatch.setattr(anytask._manager, "_YIELD_EVERY", 10.0)
+    lease = 30.0
+    tm = TaskManager(store=MemoryStore(), clock=LoopClock(), max_concurrency=1, lease=lease)
+    seen: dict[str, tuple[Any, Any]] = {}
+
+    @tm.task
+    async def step(wait: float) -> None:
+        rec = tm.store.get(get_task_context().task_id)
+        assert rec is not None
+        seen[rec.id] = (rec.started_at, rec.lease_expires_at)
+        await anyio.sleep(wait)
+
+    async with tm:
+        ids = [tm.add_task(step, w) for w in (0, 0, 3600, 0, 0, 7200, 0)]
+        await tm.join(timeout=30_000)
+    assert set(seen) == set(ids)
+    for task_id in ids:
+        started, lease_until = seen[task_id]
+        left = to_ts(lease_until) - to_ts(started)
+        assert lease * 0.9 <= left <= lease, (task_id, left)

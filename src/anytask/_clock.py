@@ -33,8 +33,9 @@ class SystemClock(Clock):
         return time.time()
 
     # the same as from_ts(time.time()), in one C call and without a Python frame around
-    # it (a partial is not a descriptor: ``clock.now`` is this very object, not bound).
-    # The runtime reads it two or three times per task.
+    # it (a partial is not a descriptor: ``clock.now`` is this very object, not bound,
+    # so it takes no argument: a subclass calls ``super().now()``, not
+    # ``SystemClock.now(self)``). The runtime reads it two or three times per task.
     now = partial(datetime.now, UTC)
 
 

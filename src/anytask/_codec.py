@@ -104,6 +104,10 @@ def detached(value: Any) -> Any:
 
 
 def cloned(value: Any) -> Any:
-    """A copy of ``value`` (a list or dict of JSON) that shares no list or dict with it."""
+    """A copy of ``value`` (a list or dict of JSON, or a tuple standing in for a list, as
+    records the runtime builds hold) that shares no list or dict with it; a tuple comes
+    back as a list."""
     private = detached(value)
-    return value.copy() if private is value else private
+    if private is not value:
+        return private
+    return list(value) if type(value) is tuple else value.copy()

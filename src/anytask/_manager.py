@@ -1159,6 +1159,11 @@ class TaskManager:
                 task_status.started()
                 try:
                     await self._stop.wait()
+                    if self._inline_store is not None and self._idle:
+                        # tasks queued while a worker ran others were left for it to take
+                        # (_enqueued_here); idle workers hold as many of them now, and
+                        # the stop lets them finish, as if claimed when they were queued
+                        self._claim_for_idle(len(self._idle))
                 finally:
                     with self._lock:
                         self._state = RunState.STOPPING
@@ -1662,10 +1667,12 @@ class TaskManager:
         # about _YIELD_EVERY, not that times the number of workers.
         self._in_series += 1
         next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
-        # One lease end for the claims of a slice: up to a slice (about _YIELD_EVERY)
-        # shorter than a lease counted from each start, which the heartbeat renews
-        # every lease / 3 anyway.
+        # One lease end for the claims of a slice, while their starts stay within a tenth
+        # of a lease of the first one's (a slice lasts about _YIELD_EVERY, but a task may
+        # take longer, and a virtual clock may jump): each lease is then at least 90% of
+        # one counted from its own start, and the heartbeat renews every lease / 3.
         lease_until: datetime | None = None
+        renew_after: datetime | None = None
         slot.reason = None
         try:
             with scope:
@@ -1682,9 +1689,10 @@ class TaskManager:
                         finally:
                             self._between -= 1
                         next_yield = time.perf_counter() + _YIELD_EVERY / self._in_series
-                        ended = lease_until = None  # time went by: read the clock again
-                    elif ended is not None and lease_until is None:
+                        ended = lease_until = renew_after = None  # time went by: read the clock
+                    elif ended is not None and (renew_after is None or ended > renew_after):
                         lease_until = ended + self._lease_delta
+                        renew_after = ended + self._lease_delta / 10
                     # the next attempt starts as this one ended (the clock read once)
                     rec = self._take(ended, lease_until)
         except anyio.get_cancelled_exc_class():
@@ -1883,7 +1891,7 @@ class TaskManager:
             ended_at=ended,
             error=error,
             error_type=_NOT_REGISTERED,
-            logs=rec.logs,
+            logs=list(rec.logs),  # (an in-process record may hold a tuple: see NO_ITEMS)
         )
 
     def _finish(self, rec: TaskRecord, out: Outcome | None) -> None:

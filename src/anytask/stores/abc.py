@@ -191,7 +191,11 @@ class Store(ABC):
     # -- writes --------------------------------------------------------------------------
     @abstractmethod
     async def insert(self, records: Sequence[TaskRecord]) -> builtins.list[bool]:
-        """Insert new records in one transaction; False where a conflict kept one out."""
+        """Insert new records in one transaction; False where a conflict kept one out.
+
+        Records the runtime builds may hold a tuple where a field is typed as a list
+        (``args``, ``tags``, ``logs`` when empty, and a task's default ``tags``): read
+        them as sequences. What a store hands out holds lists."""
 
     @abstractmethod
     async def claim(

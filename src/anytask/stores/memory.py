@@ -390,6 +390,9 @@ class MemoryStore(Store):
             if rec is None or rec.status is not _RUNNING or rec.token != out.token:
                 result.append(False)
                 continue
+            # the copies first: nothing below may fail half way through a record
+            logs = None if out.logs is None else cloned(out.logs)
+            value = None if out.result is None else loads(dumps(out.result))
             del running[out.id]
             cancel = out.status is _PENDING and rec.cancel_requested
             # (a retry, requeue or hand-back of a task whose cancel was requested meanwhile
@@ -398,8 +401,8 @@ class MemoryStore(Store):
             rec.owner = None
             rec.lease_expires_at = None
             rec.cancel_requested = False
-            if out.logs is not None:
-                rec.logs = cloned(out.logs)
+            if logs is not None:
+                rec.logs = logs
             rec.error, rec.error_type, rec.traceback = out.error, out.error_type, out.traceback
             if out.status is _PENDING:
                 if out.attempts is not None:
@@ -412,7 +415,7 @@ class MemoryStore(Store):
                     self._enqueue(rec)
             else:
                 rec.ended_at = out.ended_at
-                rec.result = None if out.result is None else loads(dumps(out.result))
+                rec.result = value
             result.append(True)
         return result
 
