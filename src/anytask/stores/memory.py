@@ -158,7 +158,6 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self._rows: dict[str, TaskRecord] = {}
-        self._order: builtins.list[TaskRecord] = []  # by seq; seq == index + 1
         self._keys: dict[str, str] = {}
         self._fires: set[tuple[str, datetime]] = set()
         self._ready = _Due(self._rows)
@@ -197,7 +196,7 @@ class MemoryStore(Store):
 
     async def list(self, query: TaskQuery) -> Page:
         items: builtins.list[TaskRecord] = []
-        for rec in reversed(self._order):
+        for rec in reversed(self._rows.values()):  # (in seq order: the order of insertion)
             if query.matches(rec):
                 items.append(_snapshot(rec))
                 if len(items) == query.limit:
@@ -210,7 +209,7 @@ class MemoryStore(Store):
             return len(self._rows)
         if query.cursor is not None:  # the count covers every page
             query = replace(query, cursor=None)
-        return sum(1 for rec in self._order if query.matches(rec))
+        return sum(1 for rec in self._rows.values() if query.matches(rec))
 
     async def counts(self) -> dict[TaskStatus, int]:
         running = len(self._running)
@@ -231,7 +230,7 @@ class MemoryStore(Store):
 
     async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
         builder = MetricsBuilder(since, until, buckets)
-        for rec in self._order:  # one pass, no copies
+        for rec in self._rows.values():  # one pass, no copies
             builder.add(rec)
         return builder.build(await self.counts())
 
@@ -260,7 +259,7 @@ class MemoryStore(Store):
         (it built them and keeps no reference it will change), so they are stored as they
         are instead of copied; nested values in the payload are still copied."""
         result: builtins.list[bool] = []
-        rows, keys, fires, order = self._rows, self._keys, self._fires, self._order
+        rows, keys, fires = self._rows, self._keys, self._fires
         for src in records:
             fire = (src.schedule_id, src.fire_at) if src.schedule_id and src.fire_at else None
             if (
@@ -281,7 +280,6 @@ class MemoryStore(Store):
             self._seq += 1
             rec.seq = self._seq
             rows[rec.id] = rec
-            order.append(rec)
             if rec.status in self._counts:
                 self._counts[rec.status] += 1
             if rec.idempotency_key is not None:
@@ -310,7 +308,6 @@ class MemoryStore(Store):
             rec.kwargs = cloned(rec.kwargs)
         self._seq += 1
         rec.seq = self._seq
-        self._order.append(rec)
         queue = self._fifo.get(rec.priority)
         if queue is not None:
             queue.append(rec)  # its seq is the highest yet: in order (_Due.add, inlined)
@@ -467,7 +464,7 @@ class MemoryStore(Store):
 
     async def interrupt_pending(self, created_before: datetime, now: datetime) -> int:
         n = 0
-        for rec in self._order:
+        for rec in self._rows.values():
             if rec.status is _PENDING and rec.created_at < created_before:
                 self._move(rec, TaskStatus.INTERRUPTED)
                 rec.ended_at = now
@@ -477,19 +474,17 @@ class MemoryStore(Store):
         return n
 
     async def purge(self, ended_before: datetime) -> int:
-        keep: builtins.list[TaskRecord] = []
-        removed = 0
-        for rec in self._order:
-            if rec.status in TERMINAL and rec.ended_at is not None and rec.ended_at < ended_before:
-                del self._rows[rec.id]
-                self._counts[rec.status] -= 1
-                if rec.idempotency_key is not None:
-                    self._keys.pop(rec.idempotency_key, None)
-                removed += 1
-            else:
-                keep.append(rec)
-        self._order = keep
-        return removed
+        gone = [
+            rec
+            for rec in self._rows.values()
+            if rec.status in TERMINAL and rec.ended_at is not None and rec.ended_at < ended_before
+        ]
+        for rec in gone:
+            del self._rows[rec.id]
+            self._counts[rec.status] -= 1
+            if rec.idempotency_key is not None:
+                self._keys.pop(rec.idempotency_key, None)
+        return len(gone)
 
     # -- schedules -----------------------------------------------------------------------
     async def schedule_states(self) -> dict[str, ScheduleState]:
