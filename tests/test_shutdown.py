@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from anytask import MemoryStore, SQLiteStore, TaskManager, TaskStatus
@@ -124,6 +125,52 @@ async def test_a_task_catching_every_cancellation_is_named_in_the_log(
     rec = store.get(task_id)
     assert rec is not None
     assert rec.status is TaskStatus.INTERRUPTED
+
+
+@pytest.mark.parametrize("case", ["queued behind a busy worker", "enqueue_many on an idle one"])
+async def test_a_cancelled_manager_hands_back_claims_no_worker_will_start(case: str) -> None:
+    # Leaving `async with tm:` by a cancellation tears the workers down. What was
+    # claimed for them and never started must go back to pending at once: not be waited
+    # for until the grace runs out, nor be left `running` with nobody to run it.
+    store = MemoryStore()
+    tm = make(store, max_concurrency=4, shutdown_grace=3.0)
+
+    @tm.task
+    async def slow() -> None:
+        await anyio.sleep(0.3)
+
+    @tm.task
+    async def quick() -> None:
+        await anyio.lowlevel.checkpoint()
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            if case == "queued behind a busy worker":
+                await wait_running(tm, tm.add_task(slow))
+                ids = [tm.add_task(quick) for _ in range(6)]
+                tm.stop()  # (as leaving the block does, before the cancellation lands)
+            else:
+                await anyio.sleep(0.05)
+                ids = await tm.enqueue_many([(quick, (), {}) for _ in range(3)])
+            outer.cancel()
+            started = anyio.current_time()
+            await anyio.lowlevel.checkpoint()
+    took = anyio.current_time() - started
+    assert took < 1.0, took  # not the 3 s grace
+    statuses = [store.get(task_id).status for task_id in ids]  # type: ignore[union-attr]
+    assert TaskStatus.RUNNING not in statuses, statuses
+    left = [i for i, status in zip(ids, statuses, strict=True) if status is TaskStatus.PENDING]
+    assert left, statuses  # (most never started)
+    again = make(store)
+    again.task(quick)
+    again.task(slow)
+    async with again:
+        await again.join(timeout=10)
+    for task_id in left:
+        rec = store.get(task_id)
+        assert rec is not None
+        assert rec.status is TaskStatus.SUCCESS
+        assert rec.attempts == 1  # the claim that never started did not count
 
 
 async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:

@@ -329,6 +329,7 @@ class TaskManager:
         # records claimed for this manager whose attempt has not ended (handed to the
         # workers or running): the slots in use, never more than max_concurrency
         self._occupied = 0
+        self._workers_alive = 0  # worker tasks not yet ended (see _return_backlog)
         # slots kept by sync calls abandoned while their thread runs on (see _hold_slot),
         # and what identifies this run to their release
         self._stray = 0
@@ -1159,11 +1160,15 @@ class TaskManager:
                 task_status.started()
                 try:
                     await self._stop.wait()
-                    if self._inline_store is not None and self._idle:
+                    if (
+                        self._inline_store is not None
+                        and anyio.current_effective_deadline() != -math.inf
+                    ):
                         # tasks queued while a worker ran others were left for it to take
-                        # (_enqueued_here); idle workers hold as many of them now, and
+                        # (_enqueued_here); the free slots hold as many of them now, and
                         # the stop lets them finish, as if claimed when they were queued
-                        self._claim_for_idle(len(self._idle))
+                        # (not when the manager is being cancelled: nothing would run them)
+                        self._claim_here_now(self._free_slots())
                 finally:
                     with self._lock:
                         self._state = RunState.STOPPING
@@ -1193,15 +1198,11 @@ class TaskManager:
             await done.wait()  # a claim in flight has handed its records to the workers
             while self._claiming:  # the writer's claim, too
                 await self._capacity_freed()
-        with anyio.move_on_after(self.shutdown_grace):
-            while self._occupied:
-                await self._capacity_freed()
+        await self._wait_unoccupied(self.shutdown_grace)
         self._cutting = True
         for slot in list(self._active.values()):
             slot.cancel("shutdown")
-        with anyio.move_on_after(1.0):
-            while self._occupied:
-                await self._capacity_freed()
+        await self._wait_unoccupied(1.0)
         stubborn = [
             f"{slot.record.name} ({task_id})"
             for task_id, slot in self._active.items()
@@ -1217,6 +1218,46 @@ class TaskManager:
                 len(stubborn),
                 ", ".join(stubborn),
             )
+
+    async def _wait_unoccupied(self, timeout: float) -> None:
+        """Wait up to ``timeout`` until no record holds a slot. Records still waiting in the
+        backlog once every worker has ended (the manager is torn down by a cancellation)
+        are handed back instead of waited for."""
+        with anyio.move_on_after(timeout):
+            while self._occupied:
+                if self._backlog and not self._workers_alive:
+                    await self._return_backlog()
+                    continue
+                await self._capacity_freed()
+
+    async def _return_backlog(self) -> None:
+        """Hand back claimed records no worker will start (the workers have ended): they
+        go back to ``pending`` as they were before the claim (their attempt not counted,
+        due at once), written to the store directly as the writer may have ended too."""
+        records = list(self._backlog)
+        self._backlog.clear()
+        self._occupied -= len(records)
+        for rec in records:
+            self._claimed.discard(rec.id)
+        now = self.clock.now()
+        outs = [
+            Outcome(
+                rec.id,
+                rec.token,
+                _PENDING,
+                error=rec.error,
+                error_type=rec.error_type,
+                traceback=rec.traceback,
+                run_after=now,
+                seq=rec.seq,
+                attempts=rec.attempts - 1,
+            )
+            for rec in records
+        ]
+        log.info("anytask: %d claimed task(s) that never started go back to pending", len(outs))
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self._store.complete(outs)
+        self._fire_changed()
 
     async def _capacity_freed(self) -> None:
         await self._wait_changed(0.05)
@@ -1403,9 +1444,14 @@ class TaskManager:
     def _claim_for_idle(self, n: int) -> None:
         """With an in-process store: claim up to ``n`` due records at once for idle
         workers."""
+        self._claim_here_now(min(n, len(self._idle)))
+
+    def _claim_here_now(self, n: int) -> None:
+        """With an in-process store: claim up to ``n`` due records (at most the free slots)
+        and hand them to the workers."""
         store = self._inline_store
         assert store is not None
-        n = min(n, len(self._idle), self._free_slots())
+        n = min(n, self._free_slots())
         if n <= 0:
             return
         now = self.clock.now()
@@ -1642,20 +1688,25 @@ class TaskManager:
             self._spread.set()  # it ends
 
     async def _worker(self, slot: _Slot) -> None:
-        while True:
-            rec = self._take()
-            if rec is None:
-                if not self._workers_open:
-                    return
-                if self._inline_store is not None:
-                    # workers claim for themselves while busy; once one is idle, the
-                    # dispatcher keeps the time of the next delayed task for it
-                    self._wake_dispatcher()
-                slot.event = event = anyio.Event()
-                self._idle.append(slot)  # whoever sets the event takes us off the list
-                await event.wait()
-                continue
-            await self._run_series(slot, rec)
+        self._workers_alive += 1
+        try:
+            while True:
+                rec = self._take()
+                if rec is None:
+                    if not self._workers_open:
+                        return
+                    if self._inline_store is not None:
+                        # workers claim for themselves while busy; once one is idle, the
+                        # dispatcher keeps the time of the next delayed task for it
+                        self._wake_dispatcher()
+                    slot.event = event = anyio.Event()
+                    self._idle.append(slot)  # whoever sets the event takes us off the list
+                    await event.wait()
+                    continue
+                await self._run_series(slot, rec)
+        finally:
+            self._workers_alive -= 1
+            self._fire_changed()  # (the shutdown may wait for the last one: _drain)
 
     async def _run_series(self, slot: _Slot, rec: TaskRecord | None) -> None:
         """Run ``rec``, then more records back to back while there are any, in one cancel
