@@ -604,6 +604,39 @@ async def test_a_pending_task_claimed_where_it_is_not_registered_fails_cleanly()
     assert counts[TaskStatus.RUNNING] == 0
 
 
+def test_a_runtime_built_record_takes_any_outcome_in_the_memory_store() -> None:
+    # The record the runtime builds holds tuples where it has nothing (NO_ITEMS); the
+    # memory store keeps it as it is and hands it to the runtime itself on an in-process
+    # claim. Outcomes that carry its (tuple) log list back, as the not-registered path
+    # does, must apply whole and leave lists in what the store hands out.
+    tm = make()
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    store = tm.store
+    assert isinstance(store, MemoryStore)
+    for status in (TaskStatus.FAILED, TaskStatus.SUCCESS, TaskStatus.PENDING):
+        rec = tm._build(job, (), {})
+        assert isinstance(rec.logs, tuple)  # (what the test is about)
+        assert store.put_now(rec)
+        now = tm.clock.now()
+        claimed = store.claim_one_now("me", now, now + timedelta(seconds=30))
+        assert claimed is rec
+        out = Outcome(rec.id, rec.token, status, ended_at=now, logs=rec.logs, run_after=now)
+        assert store.complete_now([out]) == [True]
+        got = store.get(rec.id)
+        assert got is not None
+        assert got.status is status
+        assert got.logs == []
+        assert isinstance(got.logs, list)
+        assert isinstance(got.tags, list)
+        assert isinstance(got.args, list)
+        if status is not TaskStatus.PENDING:
+            assert got.ended_at == now
+
+
 async def test_tasks_queued_while_the_only_busy_worker_waits_run_at_once() -> None:
     # One task holds its worker (it waits for a gate); tasks queued after it, from
     # outside any task and from inside the waiting one, must run on other workers
