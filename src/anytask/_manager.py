@@ -329,7 +329,7 @@ class TaskManager:
         # records claimed for this manager whose attempt has not ended (handed to the
         # workers or running): the slots in use, never more than max_concurrency
         self._occupied = 0
-        self._workers_alive = 0  # worker tasks not yet ended (see _return_backlog)
+        self._workers_alive = 0  # worker tasks spawned and not ended (see _wait_unoccupied)
         # slots kept by sync calls abandoned while their thread runs on (see _hold_slot),
         # and what identifies this run to their release
         self._stray = 0
@@ -1152,6 +1152,9 @@ class TaskManager:
             with self._lock:
                 self._state = RunState.RUNNING
             async with anyio.create_task_group() as pool:
+                # counted from their spawn, not their start: "none left" must not be
+                # mistaken for "none started yet" (see _wait_unoccupied)
+                self._workers_alive = self.max_concurrency
                 for i in range(self.max_concurrency):
                     pool.start_soon(self._worker, _Slot(), name=f"anytask worker {i}")
                 dispatch_scope = anyio.CancelScope()
@@ -1221,8 +1224,10 @@ class TaskManager:
 
     async def _wait_unoccupied(self, timeout: float) -> None:
         """Wait up to ``timeout`` until no record holds a slot. Records still waiting in the
-        backlog once every worker has ended (the manager is torn down by a cancellation)
-        are handed back instead of waited for."""
+        backlog once every worker has ended (the manager is torn down by a cancellation:
+        in a stop, workers end only after this) are handed back instead of waited for. A
+        worker cancelled before it ever ran (asyncio) never counts as ended: the wait is
+        then the grace, as before."""
         with anyio.move_on_after(timeout):
             while self._occupied:
                 if self._backlog and not self._workers_alive:
@@ -1688,7 +1693,6 @@ class TaskManager:
             self._spread.set()  # it ends
 
     async def _worker(self, slot: _Slot) -> None:
-        self._workers_alive += 1
         try:
             while True:
                 rec = self._take()
