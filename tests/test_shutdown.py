@@ -11,6 +11,8 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -171,6 +173,52 @@ async def test_a_cancelled_manager_hands_back_claims_no_worker_will_start(case: 
         assert rec is not None
         assert rec.status is TaskStatus.SUCCESS
         assert rec.attempts == 1  # the claim that never started did not count
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+async def test_a_handed_back_claim_whose_cancel_was_asked_ends_cancelled_with_a_time(
+    storage: str, tmp_path: Path
+) -> None:
+    # Claimed for a worker but not started yet (no worker is woken for it here), then
+    # cancelled by id, then the manager is torn down: the hand-back turns it cancelled
+    # (Store.complete), with an end time, so that purges and time windows find it.
+    store: MemoryStore | SQLiteStore = (
+        MemoryStore() if storage == "memory" else SQLiteStore(str(tmp_path / "t.db"))
+    )
+    tm = make(store, max_concurrency=3, shutdown_grace=3.0)  # type: ignore[arg-type]
+    tm._wake_idle = lambda n: None  # type: ignore[method-assign]
+
+    @tm.task
+    async def slow() -> None:
+        await anyio.sleep(5)
+
+    @tm.task
+    async def quick() -> None:
+        await anyio.lowlevel.checkpoint()
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            await wait_running(tm, tm.add_task(slow))
+            for _ in range(3):
+                tm.add_task(quick)
+            with anyio.fail_after(5):
+                while not tm._backlog:  # noqa: ASYNC110 - waiting for the claim is the point
+                    await anyio.sleep(0.01)
+            waiting = tm._backlog[0].id
+            await tm.cancel(waiting)
+            outer.cancel()
+            started = anyio.current_time()
+            await anyio.lowlevel.checkpoint()
+    assert anyio.current_time() - started < 1.0
+    again = make(store)  # type: ignore[arg-type]
+    async with again:
+        rec = await again.get(waiting)
+        assert rec is not None
+        assert rec.status is TaskStatus.CANCELLED
+        assert rec.ended_at is not None
+        assert rec.attempts == 0
+        assert await again.store.purge(rec.ended_at + timedelta(seconds=1)) >= 1
+        assert await again.get(waiting) is None
 
 
 async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:

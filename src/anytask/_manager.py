@@ -1250,6 +1250,7 @@ class TaskManager:
                 rec.id,
                 rec.token,
                 _PENDING,
+                ended_at=now,  # (a task whose cancel was asked ends cancelled, at this time)
                 error=rec.error,
                 error_type=rec.error_type,
                 traceback=rec.traceback,
@@ -1260,8 +1261,12 @@ class TaskManager:
             for rec in records
         ]
         log.info("anytask: %d claimed task(s) that never started go back to pending", len(outs))
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await self._store.complete(outs)
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._store.complete(outs)
+        except Exception:
+            # the teardown goes on (their leases run out and recovery takes them)
+            log.exception("anytask: handing back %d claimed task(s) failed", len(outs))
         self._fire_changed()
 
     async def _capacity_freed(self) -> None:
