@@ -6,6 +6,7 @@ takes to exit with ``anyio.current_time()``.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import textwrap
@@ -219,6 +220,49 @@ async def test_a_handed_back_claim_whose_cancel_was_asked_ends_cancelled_with_a_
         assert rec.attempts == 0
         assert await again.store.purge(rec.ended_at + timedelta(seconds=1)) >= 1
         assert await again.get(waiting) is None
+
+
+async def test_a_cancelled_teardown_leaves_no_task_running(tmp_path: Path) -> None:
+    # Torn down by a cancellation (with or without a stop just before), the manager loses
+    # its writer with it; outcomes still waiting for a commit must reach the store all
+    # the same instead of leaving their tasks `running` until their lease runs out.
+    # Random rounds (trio runs woken tasks in varying order): tasks that fail at once,
+    # queued one by one and in a batch, the teardown at varying moments.
+    rng = random.Random(5)
+    for rnd in range(30):
+        statuses = await _teardown_round(rng, str(tmp_path / f"t{rnd}.db"))
+        assert TaskStatus.RUNNING not in statuses, (rnd, statuses)
+
+
+async def _teardown_round(rng: random.Random, path: str) -> list[TaskStatus]:
+    store = SQLiteStore(path)
+    tm = make(store, max_concurrency=rng.choice([1, 2, 4]), shutdown_grace=2.0)  # type: ignore[arg-type]
+
+    @tm.task
+    async def fails(n: int) -> None:
+        raise ValueError(n)
+
+    ids: list[str] = []
+    with anyio.CancelScope() as outer:
+        async with tm:
+            ids += [tm.add_task(fails, 0) for _ in range(rng.randint(1, 4))]
+            await anyio.sleep(rng.choice([0, 0.001, 0.02, 0.05]))
+            if rng.random() < 0.5:
+                ids += await tm.enqueue_many([(fails, (1,), {}) for _ in range(rng.randint(1, 6))])
+            else:
+                ids += [tm.add_task(fails, 2) for _ in range(rng.randint(1, 6))]
+            mode = rng.choice(["stop, then cancel", "cancel", "stop, wait, cancel"])
+            if mode != "cancel":
+                tm.stop()
+            if mode == "stop, wait, cancel":
+                await anyio.sleep(rng.choice([0, 0.005, 0.03]))
+            outer.cancel()
+            await anyio.lowlevel.checkpoint()
+    await store.open()
+    try:
+        return [rec.status for rec in await store.fetch_many(ids)]
+    finally:
+        await store.close()
 
 
 async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:

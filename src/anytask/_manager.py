@@ -1151,34 +1151,41 @@ class TaskManager:
                 self._writer_wake.set()
             with self._lock:
                 self._state = RunState.RUNNING
-            async with anyio.create_task_group() as pool:
-                # counted from their spawn, not their start: "none left" must not be
-                # mistaken for "none started yet" (see _wait_unoccupied)
-                self._workers_alive = self.max_concurrency
-                for i in range(self.max_concurrency):
-                    pool.start_soon(self._worker, _Slot(), name=f"anytask worker {i}")
-                dispatch_scope = anyio.CancelScope()
-                pool.start_soon(self._dispatcher, dispatch_scope, name="anytask dispatcher")
-                pool.start_soon(self._spreader, name="anytask spreader")
-                task_status.started()
-                try:
-                    await self._stop.wait()
-                    if (
-                        self._inline_store is not None
-                        and anyio.current_effective_deadline() != -math.inf
-                    ):
-                        # tasks queued while a worker ran others were left for it to take
-                        # (_enqueued_here); the free slots hold as many of them now, and
-                        # the stop lets them finish, as if claimed when they were queued
-                        # (not when the manager is being cancelled: nothing would run them)
-                        self._claim_here_now(self._free_slots())
-                finally:
-                    with self._lock:
-                        self._state = RunState.STOPPING
-                    dispatch_scope.cancel()
-                    with anyio.CancelScope(shield=True):
-                        await self._drain()
-                    self._close_workers()
+            try:
+                async with anyio.create_task_group() as pool:
+                    # counted from their spawn, not their start: "none left" must not be
+                    # mistaken for "none started yet" (see _wait_unoccupied)
+                    self._workers_alive = self.max_concurrency
+                    for i in range(self.max_concurrency):
+                        pool.start_soon(self._worker, _Slot(), name=f"anytask worker {i}")
+                    dispatch_scope = anyio.CancelScope()
+                    pool.start_soon(self._dispatcher, dispatch_scope, name="anytask dispatcher")
+                    pool.start_soon(self._spreader, name="anytask spreader")
+                    task_status.started()
+                    try:
+                        await self._stop.wait()
+                        if (
+                            self._inline_store is not None
+                            and anyio.current_effective_deadline() != -math.inf
+                        ):
+                            # tasks queued while a worker ran others were left for it to take
+                            # (_enqueued_here); the free slots hold as many of them now, and
+                            # the stop lets them finish, as if claimed when they were queued
+                            # (not when the manager is being cancelled: nothing would run them)
+                            self._claim_here_now(self._free_slots())
+                    finally:
+                        with self._lock:
+                            self._state = RunState.STOPPING
+                        dispatch_scope.cancel()
+                        with anyio.CancelScope(shield=True):
+                            await self._drain()
+                        self._close_workers()
+            except BaseException:
+                # torn down (a cancellation): the writer goes too, so the outcomes it has
+                # not committed are written to the store directly (fenced: one the writer
+                # did commit is refused, not applied twice)
+                await self._write_left_outcomes()
+                raise
             # every attempt has handed its outcome to the writer; commit them all
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 while self._outcomes or self._writing or self._committed < self._submitted:
@@ -1268,6 +1275,18 @@ class TaskManager:
             # the teardown goes on (their leases run out and recovery takes them)
             log.exception("anytask: handing back %d claimed task(s) failed", len(outs))
         self._fire_changed()
+
+    async def _write_left_outcomes(self) -> None:
+        outs = [out for out, _ in self._outs_writing] + [out for out, _ in self._outcomes]
+        self._outcomes = []
+        if not outs:
+            return
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._store.complete(outs)
+        except Exception:
+            # (their leases run out and recovery takes them)
+            log.exception("anytask: writing %d outcome(s) at teardown failed", len(outs))
 
     async def _capacity_freed(self) -> None:
         await self._wait_changed(0.05)
