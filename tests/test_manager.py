@@ -451,45 +451,16 @@ async def test_max_concurrency_is_honoured_and_waiting_tasks_stay_pending() -> N
     assert statuses == {TaskStatus.SUCCESS}
 
 
-async def test_a_burst_of_waiting_tasks_fills_every_slot() -> None:
+@pytest.mark.parametrize("tiny_first", [0, 20_000])
+async def test_a_burst_of_waiting_tasks_fills_every_slot(tiny_first: int) -> None:
     # Queued in one go (add_task, no await between), the first task goes to one worker
-    # and the rest wait in the store for it to claim them as it goes on. Each of these
-    # tasks waits inside itself, so the other workers must take them: all 32 slots fill
-    # (one worker would hold them at 1 and the test would time out).
-    tm = make(max_concurrency=32)
-    running = 0
-    peak = 0
-    release = anyio.Event()
-
-    @tm.task
-    async def waits() -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        try:
-            await release.wait()
-        finally:
-            running -= 1
-
-    async with tm:
-        for _ in range(64):
-            tm.add_task(waits)
-        with anyio.fail_after(5):
-            while running < 32:  # noqa: ASYNC110 - watching the workers is the point
-                await anyio.sleep(0.005)
-        release.set()
-        await tm.join(timeout=10)
-        counts = await tm.counts()
-    assert peak == 32
-    assert counts[TaskStatus.SUCCESS] == 64
-
-
-async def test_waiting_tasks_after_a_long_run_of_tiny_ones_still_fill_every_slot() -> None:
-    # The tiny tasks run back to back in one worker, which yields the event loop several
-    # times meanwhile (and the spreader finds it between two attempts each time). The
-    # waiting tasks queued after them must still spread over every slot once the worker
-    # finds itself waiting inside one.
-    tm = make(max_concurrency=16)
+    # and the rest wait in the store for it to claim them as it goes on. Tasks that wait
+    # inside themselves must spread over every slot (one worker would hold them at 1 and
+    # the test would time out); also after a long run of tiny tasks, which run back to
+    # back in one worker that yields the event loop several times meanwhile (and the
+    # spreader finds it between two attempts each time).
+    slots = 16
+    tm = make(max_concurrency=slots)
     running = 0
     peak = 0
     release = anyio.Event()
@@ -509,16 +480,18 @@ async def test_waiting_tasks_after_a_long_run_of_tiny_ones_still_fill_every_slot
             running -= 1
 
     async with tm:
-        for _ in range(20_000):
+        for _ in range(tiny_first):
             tm.add_task(tiny)
-        for _ in range(16):
+        for _ in range(2 * slots):
             tm.add_task(waits)
         with anyio.fail_after(10):
-            while running < 16:  # noqa: ASYNC110 - watching the workers is the point
+            while running < slots:  # noqa: ASYNC110 - watching the workers is the point
                 await anyio.sleep(0.005)
         release.set()
         await tm.join(timeout=10)
-    assert peak == 16
+        counts = await tm.counts()
+    assert peak == slots
+    assert counts[TaskStatus.SUCCESS] == tiny_first + 2 * slots
 
 
 async def test_tasks_queued_just_before_a_stop_with_idle_workers_still_run() -> None:

@@ -1810,7 +1810,7 @@ class TaskManager:
             # should this attempt wait for something, the spreader finds it inside the
             # attempt and gives due records to idle workers (see _enqueued_here)
             self._arm_spread()
-        defn = self.registry.lookup(rec.name)
+        defn = self.registry.get(rec.name)
         if defn is None:
             if self._cancel_soon and rec.id in self._cancel_soon:
                 self._cancel_soon.discard(rec.id)  # cancelled before it got here

@@ -61,10 +61,11 @@ class Registry:
     def __init__(self) -> None:
         self._by_name: dict[str, TaskDefinition] = {}
         self._by_fn: dict[int, TaskDefinition] = {}
-        # the hot paths' lookups, without a Python call around the dict's own: the
-        # definition of a name (as get()), and the one a function was given (by id(); the
-        # caller checks that ``defn.fn`` is that very function, else calls resolve())
-        self.lookup: Callable[[str], TaskDefinition | None] = self._by_name.get
+        # lookups read on every enqueue and attempt, without a Python call around the
+        # dict's own: the definition of a name (None if none), and the one a function was
+        # given (by id(); the caller checks that ``defn.fn`` is that very function, else
+        # calls resolve())
+        self.get: Callable[[str], TaskDefinition | None] = self._by_name.get
         self.lookup_fn: Callable[[int], TaskDefinition | None] = self._by_fn.get
 
     def define(
@@ -107,9 +108,6 @@ class Registry:
         if found is not None and found.fn is fn_or_name:
             return found
         return self.define(fn_or_name, TaskOptions(), None, explicit=False)
-
-    def get(self, name: str) -> TaskDefinition | None:
-        return self._by_name.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
