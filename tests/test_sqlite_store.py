@@ -11,7 +11,7 @@ import sys
 import textwrap
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from anytask._models import Outcome, ScheduleState, TaskQuery
 from anytask.stores.sqlite import SCHEMA_VERSION
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-LEASE_UNTIL = T0 + timedelta(seconds=30)
+LEASE = timedelta(seconds=30)
+LEASE_UNTIL = T0 + LEASE
 
 
 def make(**fields: Any) -> TaskRecord:
@@ -950,3 +951,188 @@ def test_the_short_insert_of_a_new_record_covers_every_column() -> None:
     assert set(changed) == checked
     for field, value in changed.items():
         assert not mod._is_fresh(dataclasses.replace(base, **{field: value})), field
+
+
+# -- claims built from what the insert wrote ---------------------------------------------
+
+
+def _remembered(i: int) -> TaskRecord:
+    """Fresh records whose fields take the shapes a read of the row could change: an int
+    timeout (read back as a float), times in another zone, before 1970 or far ahead
+    (read back as UTC, through the float), nested payloads, tags, keys, fires."""
+    plus_two = timezone(timedelta(hours=2))
+    created = [T0, T0.astimezone(plus_two), datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC)]
+    return make(
+        id=f"m{i}",
+        name=f"job{i % 2}",
+        args=[i, {"nested": [i, "x"]}] if i % 2 else [],
+        kwargs={"k": [i]} if i % 3 else {},
+        created_at=created[i % 3] + timedelta(microseconds=i),
+        run_after=T0 - timedelta(seconds=i) if i % 4 else T0.astimezone(plus_two),
+        priority=i % 3,
+        tags=[f"t{i}"] if i % 2 else [],
+        idempotency_key=f"key{i}" if i % 5 == 0 else None,
+        max_attempts=1 + i % 3,
+        timeout=[None, 3, 2.5][i % 3],
+        requeue_on_interrupt=bool(i % 2),
+        schedule_id="s" if i % 4 == 1 else None,
+        fire_at=datetime(2999, 1, 1, 0, 0, 0, 123457, tzinfo=UTC) + timedelta(minutes=i)
+        if i % 4 == 1
+        else None,
+        replay_of="old" if i % 6 == 0 else None,
+    )
+
+
+async def test_a_claim_of_a_task_inserted_here_is_built_from_its_insert(db_path: str) -> None:
+    """A record this store inserted and claims for the first time is handed out from what
+    the insert wrote (the claim reads four columns); it must equal its row in the file,
+    field for field and type for type, whether inserted alone or with its claim."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        records = [_remembered(i) for i in range(24)]
+        payload = records[1].args[1]
+        await store.insert(records[:12])
+        payload["nested"].append("changed by the caller after the insert")
+        assert len(store._inserted_here) == 12
+        later = T0 + timedelta(seconds=5)
+        res = await store.write_batch(records[12:], [], "me", 30, later, later + LEASE)
+        claimed = res.claimed + await store.claim("me", 30, later, later + LEASE)
+        assert len(claimed) == 24
+        assert store._inserted_here == {}  # every one was built from memory
+        for rec in claimed:
+            stored = await store.fetch(rec.id)
+            assert stored is not None
+            assert _fields(rec) == _fields(stored), rec.id
+            for name, value in _fields(rec).items():
+                assert type(value) is type(getattr(stored, name)), (rec.id, name)
+        assert next(r for r in claimed if r.id == "m1").args[1]["nested"] == [1, "x"]
+    finally:
+        await store.close()
+
+
+async def test_claims_read_in_full_once_the_store_has_forgotten_its_inserts(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anytask.stores import sqlite as mod
+
+    monkeypatch.setattr(mod, "_HERE_MAX", 10)
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert([_remembered(i) for i in range(8)])
+        assert len(store._inserted_here) == 8
+        await store.insert([_remembered(i) for i in range(8, 12)])  # 12 > 10: forgets all
+        assert set(store._inserted_here) == {f"m{i}" for i in range(8, 12)}
+        claimed = await store.claim("me", 20, T0, LEASE_UNTIL)
+        assert len(claimed) == 12
+        for rec in claimed:
+            stored = await store.fetch(rec.id)
+            assert stored is not None
+            assert _fields(rec) == _fields(stored), rec.id
+    finally:
+        await store.close()
+
+
+async def test_a_remembered_task_cancelled_or_handed_back_is_not_built_from_memory(
+    db_path: str,
+) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert([make(id="c"), make(id="h", args=[1])])
+        assert await store.cancel("c", T0) is TaskStatus.CANCELLED
+        [h] = await store.claim("me", 5, T0, LEASE_UNTIL)  # "c" is not claimable any more
+        assert h.id == "h"
+        # handed back unrun (the attempt not counted): its next claim has token 2
+        back = Outcome("h", h.token, TaskStatus.PENDING, ended_at=T0, attempts=0, seq=h.seq)
+        assert await store.complete([back]) == [True]
+        await store.insert([make(id="n")])
+        claimed = {r.id: r for r in await store.claim("me", 5, T0, LEASE_UNTIL)}
+        assert claimed["h"].token == 2
+        assert claimed["h"].ended_at is None
+        for rec in claimed.values():
+            stored = await store.fetch(rec.id)
+            assert stored is not None
+            assert _fields(rec) == _fields(stored), rec.id
+        assert store._inserted_here == {"c": store._inserted_here["c"]}  # never claimed
+    finally:
+        await store.close()
+
+
+def _statements(conn: sqlite3.Connection) -> list[str]:
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    return seen
+
+
+async def test_a_batch_of_new_records_goes_in_without_handing_ids_back(db_path: str) -> None:
+    """With no idempotency key and no schedule fire in a batch, only a taken id can keep
+    a row out: the count of rows written says whether all went in. When one did not, the
+    batch is undone and inserted again the long way, and the answers are those of the
+    in-memory store."""
+    from anytask import MemoryStore
+    from anytask.stores import sqlite as mod
+
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert store._writer is not None
+        seen = _statements(store._writer)
+        await store.insert([make(id=f"a{i}") for i in range(100)])
+        inserts = [s for s in seen if s.startswith("INSERT")]
+        assert inserts
+        assert not any("RETURNING" in s for s in inserts)
+        seen.clear()
+        batch = [make(id=f"b{i}", args=[i]) for i in range(100)]
+        batch[70] = make(id="a5", args=["not this one"])  # an id already stored
+        memory = MemoryStore()
+        await memory.insert([make(id=f"a{i}") for i in range(100)])
+        assert await store.insert(batch) == await memory.insert(batch)
+        assert any("ROLLBACK TO" in s for s in seen)
+        assert any("RETURNING" in s for s in seen if s.startswith("INSERT"))
+        page = await store.list(TaskQuery(limit=1000))
+        assert len(page.items) == 199
+        a5 = await store.fetch("a5")
+        assert a5 is not None
+        assert a5.args == []
+        assert mod._HERE_MAX > 199  # (every fresh row was remembered once)
+    finally:
+        await store.close()
+
+
+async def test_outcomes_apply_without_handing_rows_back_unless_one_is_refused(
+    db_path: str,
+) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert store._writer is not None
+        await store.insert([make(id=f"t{i}") for i in range(40)])
+        claimed = await store.claim("me", 40, T0, LEASE_UNTIL)
+        seen = _statements(store._writer)
+        first = [
+            Outcome(r.id, r.token, TaskStatus.SUCCESS, ended_at=T0, seq=r.seq) for r in claimed[:20]
+        ]
+        assert await store.complete(first) == [True] * 20
+        updates = [s for s in seen if s.lstrip().startswith("UPDATE")]
+        assert updates
+        assert not any("RETURNING" in s for s in updates)
+        assert not any("ROLLBACK TO" in s for s in seen)
+        seen.clear()
+        rest = claimed[20:]
+        second = [
+            Outcome(r.id, r.token + (i == 7), TaskStatus.SUCCESS, ended_at=T0, result=i, seq=r.seq)
+            for i, r in enumerate(rest)
+        ]
+        answer = await store.complete(second)
+        assert answer == [i != 7 for i in range(20)]
+        assert any("ROLLBACK TO" in s for s in seen)
+        statuses = {r.id: (await store.fetch(r.id)).status for r in rest}  # type: ignore[union-attr]
+        assert [statuses[r.id] for r in rest] == [
+            TaskStatus.RUNNING if i == 7 else TaskStatus.SUCCESS for i in range(20)
+        ]
+        results = [(await store.fetch(r.id)).result for r in rest]  # type: ignore[union-attr]
+        assert results == [None if i == 7 else i for i in range(20)]
+    finally:
+        await store.close()

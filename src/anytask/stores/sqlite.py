@@ -233,7 +233,7 @@ CREATE INDEX IF NOT EXISTS anytask_tasks_delayed ON anytask_tasks (run_after)
 """,
 }
 
-_CLAIM = f"""
+_CLAIM = """
 UPDATE anytask_tasks
 SET status = 'running', owner = ?, lease_expires_at = ?, started_at = ?, ended_at = NULL,
     attempts = attempts + 1, token = token + 1, cancel_requested = 0
@@ -243,8 +243,18 @@ WHERE seq IN (
     ORDER BY priority DESC, seq ASC
     LIMIT ?
 )
-RETURNING {", ".join(_COLUMNS)}
+RETURNING seq, id, token, attempts
 """
+#: The claimed rows read in full (those the store cannot build from its own memory, see
+#: SQLiteStore._inserted_here), by their seq, in the claim's transaction.
+_SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
+#: How many records inserted here and not claimed yet the store remembers. Past this it
+#: forgets them all (records claimed by another process would otherwise stay forever);
+#: claims of forgotten records read them in full, as claims of any other record do.
+_HERE_MAX = 50_000
+#: Timestamps below this round-trip exactly through a REAL column (microseconds survive
+#: the float), so a remembered datetime equals the one read back.
+_EXACT_TS = 3.0e9
 
 _COMPLETE_FINAL = """
 UPDATE anytask_tasks
@@ -303,10 +313,12 @@ RETURNING anytask_tasks.seq, anytask_tasks.id
 
 
 @functools.cache
-def _multi_complete(n: int, single: str) -> str:
+def _multi_complete(n: int, single: str, returning: bool = True) -> str:
     if single is _SUCCEED_SEQ:
-        return _SUCCEED_FROM.format(values=", ".join(["(?, ?, ?, ?, ?)"] * n))
-    return _COMPLETE_FROM.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+        sql = _SUCCEED_FROM.format(values=", ".join(["(?, ?, ?, ?, ?)"] * n))
+    else:
+        sql = _COMPLETE_FROM.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n))
+    return sql if returning else sql[: sql.index("RETURNING")]
 
 
 # an outcome that knows its record's seq finds the row by its rowid (no lookup in the id
@@ -528,16 +540,34 @@ def _fresh_params(rec: TaskRecord) -> tuple[Any, ...]:
 
 class _Inserts(NamedTuple):
     """Encoded rows for :func:`_insert_sync`, all in one of two forms: fresh (only the
-    columns of a new record) when every record of the batch is fresh, else full."""
+    columns of a new record) when every record of the batch is fresh, else full. For
+    fresh rows, ``times`` holds each record's ``created_at``, ``run_after`` and
+    ``fire_at`` as a read of the row would give them (see SQLiteStore._inserted_here)."""
 
     fresh: bool
     rows: list[tuple[Any, ...]]
+    times: list[tuple[datetime, datetime, datetime | None]]
+
+
+def _as_read(value: datetime, ts: float) -> datetime:
+    """``value`` as reading back its timestamp ``ts`` gives it: itself when that is
+    exact (UTC, and not so far off that the float loses microseconds)."""
+    return value if value.tzinfo is UTC and 0.0 <= ts < _EXACT_TS else from_ts(ts)
 
 
 def _encode_inserts(records: Sequence[TaskRecord]) -> _Inserts:
     if all(map(_is_fresh, records)):
-        return _Inserts(True, [_fresh_params(rec) for rec in records])
-    return _Inserts(False, [_record_params(rec) for rec in records])
+        rows = [_fresh_params(rec) for rec in records]
+        times = [
+            (
+                _as_read(rec.created_at, row[4]),
+                _as_read(rec.run_after, row[5]),
+                None if rec.fire_at is None else _as_read(rec.fire_at, row[13]),
+            )
+            for rec, row in zip(records, rows, strict=True)
+        ]
+        return _Inserts(True, rows, times)
+    return _Inserts(False, [_record_params(rec) for rec in records], [])
 
 
 def _icontains(haystack: str | None, needle: str) -> bool:
@@ -598,9 +628,10 @@ def _chunks(total: int) -> list[tuple[int, int]]:
 
 
 @functools.cache
-def _multi_insert(n: int, fresh: bool) -> str:
+def _multi_insert(n: int, fresh: bool, returning: bool = True) -> str:
     head, row = (_FRESH_HEAD, _FRESH_ROW) if fresh else (_INSERT_HEAD, _INSERT_ROW)
-    return f"{head}{', '.join([row] * n)} ON CONFLICT DO NOTHING RETURNING id"
+    tail = " RETURNING id" if returning else ""
+    return f"{head}{', '.join([row] * n)} ON CONFLICT DO NOTHING{tail}"
 
 
 def _insert_sync(conn: sqlite3.Connection, inserts: _Inserts) -> list[bool]:
@@ -609,11 +640,26 @@ def _insert_sync(conn: sqlite3.Connection, inserts: _Inserts) -> list[bool]:
     leaves the stored row as it is). Rows go in in order, so of two rows of one batch with
     the same key the first wins, as with one statement per row."""
     execute = conn.execute
-    fresh, rows = inserts
+    fresh, rows, _ = inserts
     if len(rows) == 1 or len({row[0] for row in rows}) < len(rows):
         # one row, or one id twice (which of them went in cannot be told by id)
         one = _multi_insert(1, fresh)
         return [bool(execute(one, row).fetchall()) for row in rows]
+    if fresh and not any(row[8] is not None or row[12] is not None for row in rows):
+        # No idempotency key and no schedule fire: only a taken id could keep a row out,
+        # so the count of rows written tells whether all went in, without handing every
+        # id back. If one did not, the batch is undone and inserted again the long way.
+        before = conn.total_changes
+        execute("SAVEPOINT anytask_insert")
+        for start, size in _chunks(len(rows)):
+            params = [value for row in rows[start : start + size] for value in row]
+            execute(_multi_insert(size, fresh, False), params)
+        all_in = conn.total_changes - before == len(rows)
+        if not all_in:
+            execute("ROLLBACK TO anytask_insert")
+        execute("RELEASE anytask_insert")
+        if all_in:
+            return [True] * len(rows)
     inserted: set[str] = set()
     for start, size in _chunks(len(rows)):
         params = [value for row in rows[start : start + size] for value in row]
@@ -630,9 +676,79 @@ def _claim_params(
     return (owner, to_ts(lease_until), to_ts(now), to_ts(now), limit)
 
 
-def _claimed(rows: Sequence[Any]) -> list[TaskRecord]:
+#: A fresh row as inserted (its parameters) and its times as a read gives them.
+_Here = tuple[tuple[Any, ...], datetime, datetime, "datetime | None"]
+
+
+class _Claim(NamedTuple):
+    """What a claim's transaction hands back: ``(seq, token, attempts, remembered
+    insert)`` of the records built from memory, and the full rows of the others."""
+
+    known: list[tuple[int, int, int, _Here]]
+    rows: list[Any]
+
+
+_NO_CLAIM = _Claim([], [])
+
+
+def _claimed(claim: _Claim, owner: str, now: datetime, lease_until: datetime) -> list[TaskRecord]:
+    """The claimed records, highest priority first, then by seq. A remembered row never
+    claimed before holds what its insert wrote; the claim changed only the fields set
+    here."""
     times: dict[float, datetime] = {}  # one claim: one start time and one lease expiry
-    claimed = [_row_to_record(row, times) for row in rows]
+    claimed = [_row_to_record(row, times) for row in claim.rows]
+    running = TaskStatus.RUNNING
+    for seq, token, attempts, (params, created_at, run_after, fire_at) in claim.known:
+        (
+            task_id,
+            name,
+            args,
+            kwargs,
+            _,
+            _,
+            priority,
+            tags,
+            idempotency_key,
+            max_attempts,
+            timeout,
+            requeue_on_interrupt,
+            schedule_id,
+            _,
+            replay_of,
+        ) = params
+        claimed.append(
+            TaskRecord(
+                task_id,
+                name,
+                _load(args),
+                _load(kwargs),
+                created_at,
+                run_after,
+                running,
+                priority,
+                _load(tags),
+                idempotency_key,
+                now,
+                None,
+                attempts,
+                max_attempts,
+                None if timeout is None else float(timeout),
+                bool(requeue_on_interrupt),
+                None,
+                None,
+                None,
+                None,
+                [],
+                schedule_id,
+                fire_at,
+                owner,
+                lease_until,
+                token,
+                False,
+                replay_of,
+                seq,
+            )
+        )
     claimed.sort(key=lambda r: (-r.priority, r.seq))
     return claimed
 
@@ -703,6 +819,22 @@ def _complete_sync(
     for sql, batch in batches.items():
         if len(batch) < 2:  # nothing to gain: one by one, in order, with the rest
             rest.extend(batch)
+            continue
+        # Each row of a batch names one record by its seq (and no record twice), so when
+        # the count of rows changed is the batch's size, every outcome was accepted. Else
+        # the batch is undone and applied again, this time handing back what it changed.
+        before = conn.total_changes
+        conn.execute("SAVEPOINT anytask_complete")
+        for start, size in _chunks(len(batch)):
+            values = [value for i in batch[start : start + size] for value in rows[i][1]]
+            conn.execute(_multi_complete(size, sql, False), values)
+        all_in = conn.total_changes - before == len(batch)
+        if not all_in:
+            conn.execute("ROLLBACK TO anytask_complete")
+        conn.execute("RELEASE anytask_complete")
+        if all_in:
+            for i in batch:
+                done[i] = True
             continue
         accepted: set[tuple[int, str]] = set()  # (seq, id) of the rows updated
         for start, size in _chunks(len(batch)):
@@ -790,6 +922,9 @@ class SQLiteStore(Store):
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
         self._writer_thread = SerialThread("anytask sqlite writer")
+        # Fresh records this store inserted and nobody has claimed yet, by id: a claim
+        # then hands back four columns instead of every one. Used by the writer only.
+        self._inserted_here: dict[str, _Here] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -1066,6 +1201,7 @@ class SQLiteStore(Store):
 
     def _close_writer(self) -> None:
         with self._write_lock:
+            self._inserted_here.clear()
             conn, self._writer = self._writer, None
             if conn is not None:
                 conn.close()
@@ -1224,7 +1360,37 @@ class SQLiteStore(Store):
         if not records:
             return []
         rows = _encode_inserts(records)  # encode outside the writer
-        return await self._write(lambda conn: _insert_sync(conn, rows))
+        return await self._write(lambda conn: self._insert_here(conn, rows))
+
+    def _insert_here(self, conn: sqlite3.Connection, inserts: _Inserts) -> builtins.list[bool]:
+        """Insert (writer thread), and remember the fresh rows that went in."""
+        inserted = _insert_sync(conn, inserts)
+        if inserts.fresh:
+            here = self._inserted_here
+            if len(here) + len(inserts.rows) > _HERE_MAX:
+                here.clear()
+            for row, times, ok in zip(inserts.rows, inserts.times, inserted, strict=True):
+                if ok:
+                    here[row[0]] = (row, *times)
+        return inserted
+
+    def _claim_here(
+        self, conn: sqlite3.Connection, params: tuple[str, float, float, float, int]
+    ) -> _Claim:
+        """Claim (writer thread). A record inserted by this store and claimed for the first
+        time (token 1: no claim, retry or requeue has touched it since its insert) is
+        built from what the insert wrote; the others are read in full."""
+        here = self._inserted_here
+        known: builtins.list[tuple[int, int, int, _Here]] = []
+        missing: builtins.list[int] = []
+        for seq, task_id, token, attempts in conn.execute(_CLAIM, params).fetchall():
+            remembered = here.pop(task_id, None)
+            if remembered is not None and token == 1:
+                known.append((seq, token, attempts, remembered))
+            else:
+                missing.append(seq)
+        rows = conn.execute(_SELECT_SEQS, (dumps(missing),)).fetchall() if missing else []
+        return _Claim(known, rows)
 
     async def claim(
         self, owner: str, limit: int, now: datetime, lease_until: datetime
@@ -1232,7 +1398,8 @@ class SQLiteStore(Store):
         if limit <= 0:
             return []
         params = _claim_params(owner, limit, now, lease_until)
-        return _claimed(await self._write(lambda conn: conn.execute(_CLAIM, params).fetchall()))
+        claim = await self._write(lambda conn: self._claim_here(conn, params))
+        return _claimed(claim, owner, _as_read(now, params[2]), _as_read(lease_until, params[1]))
 
     async def complete(self, outcomes: Sequence[Outcome]) -> builtins.list[bool]:
         if not outcomes:
@@ -1259,14 +1426,19 @@ class SQLiteStore(Store):
 
         def run(
             conn: sqlite3.Connection,
-        ) -> tuple[builtins.list[bool], builtins.list[bool], builtins.list[Any]]:
-            inserted = _insert_sync(conn, inserts)
+        ) -> tuple[builtins.list[bool], builtins.list[bool], _Claim]:
+            inserted = self._insert_here(conn, inserts) if inserts.rows else []
             completed = _complete_sync(conn, completes)
-            rows = [] if claim is None else conn.execute(_CLAIM, claim).fetchall()
-            return inserted, completed, rows
+            claimed = _NO_CLAIM if claim is None else self._claim_here(conn, claim)
+            return inserted, completed, claimed
 
-        inserted, completed, rows = await self._write(run)
-        return BatchResult(inserted, completed, _claimed(rows))
+        inserted, completed, claimed = await self._write(run)
+        if claim is None:
+            return BatchResult(inserted, completed, [])
+        records_claimed = _claimed(
+            claimed, owner, _as_read(now, claim[2]), _as_read(lease_until, claim[1])
+        )
+        return BatchResult(inserted, completed, records_claimed)
 
     async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
         params = (to_ts(lease_until), owner)
