@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 from anytask import MemoryStore, SQLiteStore, TaskManager, TaskStatus
@@ -146,24 +147,31 @@ async def test_a_cancelled_manager_hands_back_claims_no_worker_will_start(case: 
     async def quick() -> None:
         await anyio.lowlevel.checkpoint()
 
-    with anyio.CancelScope() as outer:
-        async with tm:
-            if case == "queued behind a busy worker":
-                await wait_running(tm, tm.add_task(slow))
-                ids = [tm.add_task(quick) for _ in range(6)]
-                tm.stop()  # (as leaving the block does, before the cancellation lands)
-            else:
-                await anyio.sleep(0.05)
-                ids = await tm.enqueue_many([(quick, (), {}) for _ in range(3)])
-            outer.cancel()
-            started = anyio.current_time()
-            await anyio.lowlevel.checkpoint()
-    took = anyio.current_time() - started
+    async with tm.events.subscribe() as events, anyio.create_task_group():
+        with anyio.CancelScope() as outer:
+            async with tm:
+                ids = await _hand_back_case(tm, case, slow, quick)
+                outer.cancel()
+                started = anyio.current_time()
+                await anyio.lowlevel.checkpoint()
+        took = anyio.current_time() - started
+        seen = []
+        while True:
+            try:
+                seen.append(events.receive_nowait())
+            except anyio.WouldBlock:
+                break
     assert took < 1.0, took  # not the 3 s grace
     statuses = [store.get(task_id).status for task_id in ids]  # type: ignore[union-attr]
     assert TaskStatus.RUNNING not in statuses, statuses
     left = [i for i, status in zip(ids, statuses, strict=True) if status is TaskStatus.PENDING]
     assert left, statuses  # (most never started)
+    # the dashboard's view ends where the store is: a claim published "running", so a
+    # claim handed back publishes its return to "pending"
+    last = {event.task_id: (event.kind, event.status) for event in seen}
+    claimed = {event.task_id for event in seen if event.kind == "running"}
+    assert all(last[task_id][1] == "pending" for task_id in left), last
+    assert all(last[task_id] == ("retrying", "pending") for task_id in claimed & set(left))
     again = make(store)
     again.task(quick)
     again.task(slow)
@@ -174,6 +182,16 @@ async def test_a_cancelled_manager_hands_back_claims_no_worker_will_start(case: 
         assert rec is not None
         assert rec.status is TaskStatus.SUCCESS
         assert rec.attempts == 1  # the claim that never started did not count
+
+
+async def _hand_back_case(tm: TaskManager, case: str, slow: Any, quick: Any) -> list[str]:
+    if case == "queued behind a busy worker":
+        await wait_running(tm, tm.add_task(slow))
+        ids = [tm.add_task(quick) for _ in range(6)]
+        tm.stop()  # (as leaving the block does, before the cancellation lands)
+        return ids
+    await anyio.sleep(0.05)
+    return await tm.enqueue_many([(quick, (), {}) for _ in range(3)])
 
 
 @pytest.mark.parametrize("storage", ["memory", "sqlite"])
@@ -228,13 +246,16 @@ async def test_a_cancelled_teardown_leaves_no_task_running(tmp_path: Path) -> No
     # the same instead of leaving their tasks `running` until their lease runs out.
     # Random rounds (trio runs woken tasks in varying order): tasks that fail at once,
     # queued one by one and in a batch, the teardown at varying moments.
+    # Tasks queued with add_task whose group commit had not come yet are written to the
+    # store as the manager goes down, too: none is lost.
     rng = random.Random(5)
     for rnd in range(30):
-        statuses = await _teardown_round(rng, str(tmp_path / f"t{rnd}.db"))
-        assert TaskStatus.RUNNING not in statuses, (rnd, statuses)
+        ids, statuses = await _teardown_round(rng, str(tmp_path / f"t{rnd}.db"))
+        assert TaskStatus.RUNNING not in statuses.values(), (rnd, statuses)
+        assert sorted(statuses) == sorted(ids), (rnd, "lost", set(ids) - set(statuses))
 
 
-async def _teardown_round(rng: random.Random, path: str) -> list[TaskStatus]:
+async def _teardown_round(rng: random.Random, path: str) -> tuple[list[str], dict[str, TaskStatus]]:
     store = SQLiteStore(path)
     tm = make(store, max_concurrency=rng.choice([1, 2, 4]), shutdown_grace=2.0)  # type: ignore[arg-type]
 
@@ -260,9 +281,94 @@ async def _teardown_round(rng: random.Random, path: str) -> list[TaskStatus]:
             await anyio.lowlevel.checkpoint()
     await store.open()
     try:
-        return [rec.status for rec in await store.fetch_many(ids)]
+        return ids, {rec.id: rec.status for rec in await store.fetch_many(ids)}
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_tasks_queued_as_the_manager_is_cancelled_are_not_lost(
+    tmp_path: Path, kind: str
+) -> None:
+    # add_task returned their ids; the writer was gone before its next commit. The
+    # teardown writes them to the store itself.
+    path = str(tmp_path / "q.db")
+    store: Any = SQLiteStore(path) if kind == "sqlite" else MemoryStore()
+    tm = make(store)
+
+    @tm.task
+    async def noop() -> None:
+        pass
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            await anyio.sleep(0.05)  # the writer waits for work
+            outer.cancel()
+            ids = [tm.add_task(noop) for _ in range(3)]
+            # a thread queues one too (on the memory store as well, it waits for the
+            # group commit)
+            thread = threading.Thread(target=lambda: ids.append(tm.add_task(noop)))
+            thread.start()
+            thread.join(5)
+            assert len(ids) == 4
+    await store.open()
+    try:
+        found = {rec.id: rec.status for rec in await store.fetch_many(ids)}
+    finally:
+        await store.close()
+    assert sorted(found) == sorted(ids)
+    assert set(found.values()) <= {TaskStatus.PENDING, TaskStatus.SUCCESS}
+
+
+async def test_tasks_the_teardown_could_not_write_run_at_the_next_start(tmp_path: Path) -> None:
+    class RefusingInserts(SQLiteStore):
+        refuse = True
+
+        async def insert(self, records: Any) -> list[bool]:
+            if self.refuse:
+                raise OSError("disk unplugged")
+            return await super().insert(records)
+
+    store = RefusingInserts(str(tmp_path / "r.db"))
+    tm = make(store)  # type: ignore[arg-type]
+
+    @tm.task
+    async def noop() -> str:
+        return "ran"
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            await anyio.sleep(0.05)
+            outer.cancel()
+            ids = [tm.add_task(noop) for _ in range(2)]
+    assert store.get(ids[0]) is None  # not written, but still queued in the manager
+    store.refuse = False
+    async with tm:
+        for task_id in ids:
+            with anyio.fail_after(5):
+                assert (await tm.wait(task_id)).result == "ran"
+
+
+async def test_stop_from_another_thread_shuts_the_manager_down() -> None:
+    tm = make(MemoryStore())
+    finished: list[str] = []
+
+    @tm.task
+    async def slow() -> None:
+        await anyio.sleep(0.2)
+        finished.append("slow")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(tm.run)
+            task_id = await tm.enqueue(slow)
+            await wait_running(tm, task_id)
+            await anyio.to_thread.run_sync(tm.stop)
+            # run() returns by itself: the group exits without cancelling it
+    assert finished == ["slow"]  # a graceful stop: the running task finished
+    rec = tm.store.get(task_id)
+    assert rec is not None
+    assert rec.status is TaskStatus.SUCCESS
 
 
 async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:

@@ -1086,9 +1086,17 @@ class TaskManager:
         return await tg.__aexit__(exc_type, exc, tb)
 
     def stop(self) -> None:
-        """Ask a running manager to shut down gracefully (returns at once)."""
-        if self._stop is not None:
-            self._stop.set()
+        """Ask a running manager to shut down gracefully (returns at once). Safe to call
+        from any thread: from another one, the request reaches the event loop as soon as
+        it gets to it."""
+        stop = self._stop
+        if stop is None:
+            return
+        token = self._token
+        if threading.get_ident() == self._loop_thread or token is None:
+            stop.set()
+        else:
+            call_soon_in_loop(token, stop.set)
 
     async def run(self, *, task_status: AnyioTaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the manager until :meth:`stop` is called or the caller is cancelled."""
@@ -1181,9 +1189,11 @@ class TaskManager:
                             await self._drain()
                         self._close_workers()
             except BaseException:
-                # torn down (a cancellation): the writer goes too, so the outcomes it has
-                # not committed are written to the store directly (fenced: one the writer
-                # did commit is refused, not applied twice)
+                # torn down (a cancellation): the writer goes too, so the records queued
+                # for its next commit and the outcomes it has not committed are written to
+                # the store directly (an insert the writer did commit conflicts on its id,
+                # and an outcome it did commit is refused: nothing is applied twice)
+                await self._write_left_inserts()
                 await self._write_left_outcomes()
                 raise
             # every attempt has handed its outcome to the writer; commit them all
@@ -1268,13 +1278,44 @@ class TaskManager:
             for rec in records
         ]
         log.info("anytask: %d claimed task(s) that never started go back to pending", len(outs))
+        accepted: builtins.list[bool] = []
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._store.complete(outs)
+                accepted = await self._store.complete(outs)
         except Exception:
             # the teardown goes on (their leases run out and recovery takes them)
             log.exception("anytask: handing back %d claimed task(s) failed", len(outs))
-        self._fire_changed()
+        # published and waited-for like any outcome ("retrying": back to pending, or
+        # cancelled when a cancel was asked meanwhile)
+        self._after_outcomes(
+            [(out, rec) for out, rec, ok in zip(outs, records, accepted, strict=False) if ok]
+        )
+
+    async def _write_left_inserts(self) -> None:
+        """Write the records still queued for a group commit (and those of the write in
+        flight) directly: a task queued with ``add_task`` just before a cancellation, or
+        after it, is not lost with the writer. If the write fails they stay queued, for
+        the next start of this manager."""
+        with self._lock:
+            queued = self._batch_writing + self._inserts
+            self._batch_writing = []
+            del self._inserts[:]
+            if self._withdrawn:  # (their callers were told they were not accepted)
+                withdrawn, self._withdrawn = self._withdrawn, set()
+                queued = [rec for rec in queued if id(rec) not in withdrawn]
+        if not queued:
+            return
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
+                await self._store.insert(queued)
+            if scope.cancelled_caught:
+                raise TimeoutError("the store did not answer within 5 s")
+        except Exception:
+            log.exception("anytask: writing %d queued task(s) at teardown failed", len(queued))
+            with self._lock:
+                self._inserts[:0] = queued
+            return
+        self._committed = self._submitted - len(self._inserts)
 
     async def _write_left_outcomes(self) -> None:
         outs = [out for out, _ in self._outs_writing] + [out for out, _ in self._outcomes]
