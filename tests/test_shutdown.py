@@ -349,6 +349,43 @@ async def test_tasks_the_teardown_could_not_write_run_at_the_next_start(tmp_path
                 assert (await tm.wait(task_id)).result == "ran"
 
 
+async def test_a_group_commit_failing_during_the_teardown_is_waited_for(tmp_path: Path) -> None:
+    # The writer's write runs to its end even when the writer is cancelled. The teardown
+    # waits for it: here it fails and puts its records back in the queue, and the
+    # teardown writes them once (they are not left queued as well, which would make the
+    # next flush fail and the next start insert them again).
+    class FailingCommit(SQLiteStore):
+        armed = False
+
+        async def write_batch(self, records: Any, *args: Any, **kwargs: Any) -> Any:
+            if records and self.armed:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.5)  # in flight...
+                raise OSError("disk I/O error")  # ...and failing
+            return await super().write_batch(records, *args, **kwargs)
+
+    store = FailingCommit(str(tmp_path / "f.db"))
+    tm = make(store, max_concurrency=1, shutdown_grace=0.3)  # type: ignore[arg-type]
+
+    @tm.task
+    async def noop() -> None:
+        pass
+
+    @tm.task
+    async def busy() -> None:
+        await anyio.sleep(5)
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            await wait_running(tm, await tm.enqueue(busy))  # no free slot: no claim
+            store.armed = True
+            ids = [tm.add_task(noop) for _ in range(3)]
+            await anyio.sleep(0.1)  # the writer has taken them; its write is in flight
+            outer.cancel()
+    assert all(store.get(task_id) is not None for task_id in ids)
+    await tm.flush()  # nothing left queued
+
+
 async def test_stop_from_another_thread_shuts_the_manager_down() -> None:
     tm = make(MemoryStore())
     finished: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -983,6 +984,24 @@ def _remembered(i: int) -> TaskRecord:
     )
 
 
+def _remembered_ids(store: SQLiteStore) -> set[str]:
+    return {entry[0][0] for entry in store._inserted_here.values()}
+
+
+def _full_reads(seen: list[str]) -> int:
+    """How many claims read rows in full (the rows not built from memory)."""
+    return sum("json_each" in statement for statement in seen)
+
+
+async def _assert_claims_equal_rows(store: SQLiteStore, claimed: list[TaskRecord]) -> None:
+    for rec in claimed:
+        stored = await store.fetch(rec.id)
+        assert stored is not None
+        assert _fields(rec) == _fields(stored), rec.id
+        for name, value in _fields(rec).items():
+            assert type(value) is type(getattr(stored, name)), (rec.id, name)
+
+
 async def test_a_claim_of_a_task_inserted_here_is_built_from_its_insert(db_path: str) -> None:
     """A record this store inserted and claims for the first time is handed out from what
     the insert wrote (the claim reads four columns); it must equal its row in the file,
@@ -990,23 +1009,61 @@ async def test_a_claim_of_a_task_inserted_here_is_built_from_its_insert(db_path:
     store = SQLiteStore(db_path)
     await store.open()
     try:
+        assert store._writer is not None
         records = [_remembered(i) for i in range(24)]
         payload = records[1].args[1]
         await store.insert(records[:12])
         payload["nested"].append("changed by the caller after the insert")
-        assert len(store._inserted_here) == 12
+        assert _remembered_ids(store) == {f"m{i}" for i in range(12)}
+        seen = _statements(store._writer)
         later = T0 + timedelta(seconds=5)
         res = await store.write_batch(records[12:], [], "me", 30, later, later + LEASE)
         claimed = res.claimed + await store.claim("me", 30, later, later + LEASE)
         assert len(claimed) == 24
-        assert store._inserted_here == {}  # every one was built from memory
-        for rec in claimed:
-            stored = await store.fetch(rec.id)
-            assert stored is not None
-            assert _fields(rec) == _fields(stored), rec.id
-            for name, value in _fields(rec).items():
-                assert type(value) is type(getattr(stored, name)), (rec.id, name)
+        assert _full_reads(seen) == 0  # every one was built from memory
+        assert store._inserted_here == {}
+        await _assert_claims_equal_rows(store, claimed)
         assert next(r for r in claimed if r.id == "m1").args[1]["nested"] == [1, "x"]
+    finally:
+        await store.close()
+
+
+async def test_records_a_read_could_change_are_read_in_full(db_path: str) -> None:
+    """Records holding what the file would turn into something else (a float priority,
+    a bool, NaN, subclasses) or a large payload are not remembered: their claims read
+    them, and hand out what a read gives."""
+
+    class Name(str):
+        pass
+
+    class When(datetime):
+        pass
+
+    odd = [
+        make(id="float-priority", priority=3.0),
+        make(id="bool-priority", priority=True),
+        make(id="float-attempts", max_attempts=2.0),
+        make(id="nan-timeout", timeout=math.nan),
+        make(id="bool-timeout", timeout=True),
+        make(id="int-requeue", requeue_on_interrupt=1),
+        make(id="str-subclass", name=Name("job")),
+        make(id="datetime-subclass", created_at=When(2026, 3, 1, tzinfo=UTC)),
+        make(id="large", args=["x" * 600]),
+    ]
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert store._writer is not None
+        await store.insert([*odd, make(id="plain", timeout=4)])
+        assert _remembered_ids(store) == {"datetime-subclass", "plain"}
+        seen = _statements(store._writer)
+        claimed = await store.claim("me", 20, T0, LEASE_UNTIL)
+        assert len(claimed) == 10
+        assert _full_reads(seen) == 1
+        await _assert_claims_equal_rows(store, claimed)
+        by_id = {r.id: r for r in claimed}
+        assert type(by_id["datetime-subclass"].created_at) is datetime
+        assert by_id["plain"].timeout == 4.0
     finally:
         await store.close()
 
@@ -1023,13 +1080,12 @@ async def test_claims_read_in_full_once_the_store_has_forgotten_its_inserts(
         await store.insert([_remembered(i) for i in range(8)])
         assert len(store._inserted_here) == 8
         await store.insert([_remembered(i) for i in range(8, 12)])  # 12 > 10: forgets all
-        assert set(store._inserted_here) == {f"m{i}" for i in range(8, 12)}
-        claimed = await store.claim("me", 20, T0, LEASE_UNTIL)
-        assert len(claimed) == 12
-        for rec in claimed:
-            stored = await store.fetch(rec.id)
-            assert stored is not None
-            assert _fields(rec) == _fields(stored), rec.id
+        assert _remembered_ids(store) == {f"m{i}" for i in range(8, 12)}
+        await store.insert([_remembered(i) for i in range(12, 23)])  # 11 at once: none kept
+        assert _remembered_ids(store) == {f"m{i}" for i in range(8, 12)}
+        claimed = await store.claim("me", 30, T0, LEASE_UNTIL)
+        assert len(claimed) == 23
+        await _assert_claims_equal_rows(store, claimed)
     finally:
         await store.close()
 
@@ -1051,13 +1107,60 @@ async def test_a_remembered_task_cancelled_or_handed_back_is_not_built_from_memo
         claimed = {r.id: r for r in await store.claim("me", 5, T0, LEASE_UNTIL)}
         assert claimed["h"].token == 2
         assert claimed["h"].ended_at is None
-        for rec in claimed.values():
-            stored = await store.fetch(rec.id)
-            assert stored is not None
-            assert _fields(rec) == _fields(stored), rec.id
-        assert store._inserted_here == {"c": store._inserted_here["c"]}  # never claimed
+        await _assert_claims_equal_rows(store, list(claimed.values()))
+        assert _remembered_ids(store) == {"c"}  # never claimed
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("how", ["another store", "a batch not all fresh"])
+async def test_an_id_inserted_again_after_a_purge_is_claimed_as_it_now_is(
+    db_path: str, how: str
+) -> None:
+    # Ids come back: one derived from an idempotency key or from a replayed task is the
+    # same id again once the first task was purged. What this store remembers of the
+    # first insert must not stand for the second.
+    store, other = SQLiteStore(db_path), SQLiteStore(db_path)
+    await store.open()
+    await other.open()
+    try:
+        await store.insert([make(id="k", args=["v1"])])
+        assert await store.cancel("k", T0) is TaskStatus.CANCELLED
+        assert await store.purge(T0 + timedelta(seconds=1)) == 1
+        again = make(id="k", args=["v2"], priority=5, created_at=T0 + timedelta(hours=1))
+        if how == "another store":
+            assert await other.insert([again]) == [True]
+        else:  # (a batch with a record that is not fresh goes in the long form)
+            started = make(id="s", status=TaskStatus.SUCCESS, ended_at=T0)
+            assert await store.insert([again, started]) == [True, True]
+        [claimed] = await store.claim("me", 5, T0 + timedelta(hours=2), LEASE_UNTIL)
+        assert claimed.args == ["v2"]
+        await _assert_claims_equal_rows(store, [claimed])
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_a_rolled_back_insert_is_forgotten(db_path: str) -> None:
+    # The seqs of a transaction that failed are given again to the next rows; what the
+    # store remembered of the failed one must not stand for them.
+    store, other = SQLiteStore(db_path), SQLiteStore(db_path)
+    await store.open()
+    await other.open()
+    try:
+        # an outcome SQLite cannot bind fails the transaction after the insert
+        bad = Outcome("nobody", 1, TaskStatus.FAILED, error=["not text"])  # type: ignore[arg-type]
+        with pytest.raises(StoreError):
+            await store.write_batch([make(id="k", args=["v1"])], [bad], "me", 0, T0, T0)
+        assert store._inserted_here == {}
+        assert await store.fetch("k") is None
+        assert await other.insert([make(id="k", args=["v2"])]) == [True]  # the same seq
+        [claimed] = await store.claim("me", 5, T0, LEASE_UNTIL)
+        assert claimed.args == ["v2"]
+        await _assert_claims_equal_rows(store, [claimed])
+    finally:
+        await store.close()
+        await other.close()
 
 
 def _statements(conn: sqlite3.Connection) -> list[str]:

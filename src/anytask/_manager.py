@@ -1292,13 +1292,17 @@ class TaskManager:
         )
 
     async def _write_left_inserts(self) -> None:
-        """Write the records still queued for a group commit (and those of the write in
-        flight) directly: a task queued with ``add_task`` just before a cancellation, or
-        after it, is not lost with the writer. If the write fails they stay queued, for
-        the next start of this manager."""
+        """Write the records still queued for a group commit directly: a task queued with
+        ``add_task`` just before a cancellation, or after it, is not lost with the writer.
+        A write the writer has in flight runs to its end (a store write is never cut
+        short) and is waited for first: it either commits its records or puts them back
+        in the queue. If this write fails, the records stay queued, for the next start of
+        this manager."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            while self._writing:
+                await self._wait_changed(0.05)
         with self._lock:
-            queued = self._batch_writing + self._inserts
-            self._batch_writing = []
+            queued = list(self._inserts)
             del self._inserts[:]
             if self._withdrawn:  # (their callers were told they were not accepted)
                 withdrawn, self._withdrawn = self._withdrawn, set()

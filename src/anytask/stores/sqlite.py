@@ -251,7 +251,10 @@ _SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
 #: How many records inserted here and not claimed yet the store remembers. Past this it
 #: forgets them all (records claimed by another process would otherwise stay forever);
 #: claims of forgotten records read them in full, as claims of any other record do.
-_HERE_MAX = 50_000
+_HERE_MAX = 20_000
+#: Records whose args, kwargs and tags take more JSON text than this are not remembered
+#: (with the cap above, the memory this takes stays within about 20 MB).
+_HERE_PAYLOAD = 512
 #: Timestamps below this round-trip exactly through a REAL column (microseconds survive
 #: the float), so a remembered datetime equals the one read back.
 _EXACT_TS = 3.0e9
@@ -538,35 +541,65 @@ def _fresh_params(rec: TaskRecord) -> tuple[Any, ...]:
     )
 
 
+#: A fresh row as inserted (its parameters: its id first) and its ``created_at``,
+#: ``run_after`` and ``fire_at`` as a read of the row gives them.
+_Here = tuple[tuple[Any, ...], datetime, datetime, "datetime | None"]
+
+
 class _Inserts(NamedTuple):
     """Encoded rows for :func:`_insert_sync`, all in one of two forms: fresh (only the
     columns of a new record) when every record of the batch is fresh, else full. For
-    fresh rows, ``times`` holds each record's ``created_at``, ``run_after`` and
-    ``fire_at`` as a read of the row would give them (see SQLiteStore._inserted_here)."""
+    fresh rows, ``keep`` holds what a claim may build each record from (None: its claim
+    reads it in full; see SQLiteStore._inserted_here)."""
 
     fresh: bool
     rows: list[tuple[Any, ...]]
-    times: list[tuple[datetime, datetime, datetime | None]]
+    keep: list[_Here | None]
 
 
 def _as_read(value: datetime, ts: float) -> datetime:
     """``value`` as reading back its timestamp ``ts`` gives it: itself when that is
-    exact (UTC, and not so far off that the float loses microseconds)."""
-    return value if value.tzinfo is UTC and 0.0 <= ts < _EXACT_TS else from_ts(ts)
+    exact (a plain UTC datetime, not so far off that the float loses microseconds)."""
+    if type(value) is datetime and value.tzinfo is UTC and 0.0 <= ts < _EXACT_TS:
+        return value
+    return from_ts(ts)
+
+
+#: the types of id, name, priority, max_attempts and requeue_on_interrupt a read gives
+_READ_TYPES = (str, str, int, int, bool)
+_EXACT_INT = 2**53  # ints within this become floats (a REAL column) without rounding
+
+
+def _keep(rec: TaskRecord, row: tuple[Any, ...]) -> _Here | None:
+    """What a claim may build ``rec`` from, or None when a read of its row could give
+    other values or types than the record holds (a number stored as another type, NaN,
+    a subclass), or when its payload is large."""
+    timeout, key, schedule_id, replay_of = row[10], row[8], row[12], row[14]
+    if (
+        (type(row[0]), type(row[1]), type(row[6]), type(row[9]), type(row[11])) != _READ_TYPES
+        or not (
+            timeout is None
+            or (type(timeout) is float and timeout == timeout)
+            or (type(timeout) is int and -_EXACT_INT < timeout < _EXACT_INT)
+        )
+        or not (key is None or type(key) is str)
+        or not (schedule_id is None or type(schedule_id) is str)
+        or not (replay_of is None or type(replay_of) is str)
+        or len(row[2]) + len(row[3]) + len(row[7]) > _HERE_PAYLOAD
+    ):
+        return None
+    return (
+        row,
+        _as_read(rec.created_at, row[4]),
+        _as_read(rec.run_after, row[5]),
+        None if rec.fire_at is None else _as_read(rec.fire_at, row[13]),
+    )
 
 
 def _encode_inserts(records: Sequence[TaskRecord]) -> _Inserts:
     if all(map(_is_fresh, records)):
         rows = [_fresh_params(rec) for rec in records]
-        times = [
-            (
-                _as_read(rec.created_at, row[4]),
-                _as_read(rec.run_after, row[5]),
-                None if rec.fire_at is None else _as_read(rec.fire_at, row[13]),
-            )
-            for rec, row in zip(records, rows, strict=True)
-        ]
-        return _Inserts(True, rows, times)
+        return _Inserts(True, rows, list(map(_keep, records, rows)))
     return _Inserts(False, [_record_params(rec) for rec in records], [])
 
 
@@ -630,54 +663,53 @@ def _chunks(total: int) -> list[tuple[int, int]]:
 @functools.cache
 def _multi_insert(n: int, fresh: bool, returning: bool = True) -> str:
     head, row = (_FRESH_HEAD, _FRESH_ROW) if fresh else (_INSERT_HEAD, _INSERT_ROW)
-    tail = " RETURNING id" if returning else ""
+    tail = " RETURNING seq, id" if returning else ""
     return f"{head}{', '.join([row] * n)} ON CONFLICT DO NOTHING{tail}"
 
 
-def _insert_sync(conn: sqlite3.Connection, inserts: _Inserts) -> list[bool]:
-    """Insert rows (:func:`_encode_inserts`) in multi-row statements; for each, whether
-    it was inserted (False: a conflict on its id, idempotency key or schedule fire, which
-    leaves the stored row as it is). Rows go in in order, so of two rows of one batch with
-    the same key the first wins, as with one statement per row."""
+def _insert_sync(conn: sqlite3.Connection, inserts: _Inserts) -> list[int | None]:
+    """Insert rows (:func:`_encode_inserts`) in multi-row statements; for each, the seq
+    it was given, or None when it was not inserted (a conflict on its id, idempotency key
+    or schedule fire, which leaves the stored row as it is). Rows go in in order, so of
+    two rows of one batch with the same key the first wins, as with one statement per
+    row."""
     execute = conn.execute
     fresh, rows, _ = inserts
     if len(rows) == 1 or len({row[0] for row in rows}) < len(rows):
         # one row, or one id twice (which of them went in cannot be told by id)
         one = _multi_insert(1, fresh)
-        return [bool(execute(one, row).fetchall()) for row in rows]
+        return [next((seq for seq, _ in execute(one, row)), None) for row in rows]
     if fresh and not any(row[8] is not None or row[12] is not None for row in rows):
         # No idempotency key and no schedule fire: only a taken id could keep a row out,
         # so the count of rows written tells whether all went in, without handing every
-        # id back. If one did not, the batch is undone and inserted again the long way.
+        # row back (the rows of one statement get consecutive seqs, the last one known).
+        # If one did not, the batch is undone and inserted again the long way.
         before = conn.total_changes
+        seqs: list[int | None] = []
         execute("SAVEPOINT anytask_insert")
         for start, size in _chunks(len(rows)):
             params = [value for row in rows[start : start + size] for value in row]
-            execute(_multi_insert(size, fresh, False), params)
-        all_in = conn.total_changes - before == len(rows)
+            last = execute(_multi_insert(size, fresh, False), params).lastrowid
+            if last is not None:
+                seqs.extend(range(last - size + 1, last + 1))
+        all_in = conn.total_changes - before == len(rows) == len(seqs)
         if not all_in:
             execute("ROLLBACK TO anytask_insert")
         execute("RELEASE anytask_insert")
         if all_in:
-            return [True] * len(rows)
-    inserted: set[str] = set()
+            return seqs
+    inserted: dict[str, int] = {}
     for start, size in _chunks(len(rows)):
         params = [value for row in rows[start : start + size] for value in row]
         statement = _multi_insert(size, fresh)
-        inserted.update(task_id for (task_id,) in execute(statement, params))
-    if len(inserted) == len(rows):
-        return [True] * len(rows)
-    return [row[0] in inserted for row in rows]
+        inserted.update((task_id, seq) for seq, task_id in execute(statement, params))
+    return [inserted.get(row[0]) for row in rows]
 
 
 def _claim_params(
     owner: str, limit: int, now: datetime, lease_until: datetime
 ) -> tuple[str, float, float, float, int]:
     return (owner, to_ts(lease_until), to_ts(now), to_ts(now), limit)
-
-
-#: A fresh row as inserted (its parameters) and its times as a read gives them.
-_Here = tuple[tuple[Any, ...], datetime, datetime, "datetime | None"]
 
 
 class _Claim(NamedTuple):
@@ -732,8 +764,8 @@ def _claimed(claim: _Claim, owner: str, now: datetime, lease_until: datetime) ->
                 None,
                 attempts,
                 max_attempts,
-                None if timeout is None else float(timeout),
-                bool(requeue_on_interrupt),
+                None if timeout is None else float(timeout),  # (a REAL column)
+                requeue_on_interrupt,
                 None,
                 None,
                 None,
@@ -922,9 +954,11 @@ class SQLiteStore(Store):
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
         self._writer_thread = SerialThread("anytask sqlite writer")
-        # Fresh records this store inserted and nobody has claimed yet, by id: a claim
-        # then hands back four columns instead of every one. Used by the writer only.
-        self._inserted_here: dict[str, _Here] = {}
+        # Fresh records this store inserted and nobody has claimed yet, by seq (never
+        # given twice, unlike ids: a purged task's id may come back): a claim then hands
+        # back four columns instead of every one. Used by the writer only.
+        self._inserted_here: dict[int, _Here] = {}
+        self._here_added: builtins.list[int] = []  # remembered by the open transaction
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -1016,12 +1050,17 @@ class SQLiteStore(Store):
                 raise StoreError(f"{self!r} is not open")
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                self._here_added = []
                 try:
                     result = fn(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
+                    # rows inserted by the transaction are gone, and their seqs may be
+                    # given to other rows: forget them
+                    for seq in self._here_added:
+                        self._inserted_here.pop(seq, None)
                     raise
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
@@ -1364,28 +1403,30 @@ class SQLiteStore(Store):
 
     def _insert_here(self, conn: sqlite3.Connection, inserts: _Inserts) -> builtins.list[bool]:
         """Insert (writer thread), and remember the fresh rows that went in."""
-        inserted = _insert_sync(conn, inserts)
-        if inserts.fresh:
-            here = self._inserted_here
+        seqs = _insert_sync(conn, inserts)
+        if inserts.fresh and len(inserts.rows) <= _HERE_MAX:
+            here, added = self._inserted_here, self._here_added
             if len(here) + len(inserts.rows) > _HERE_MAX:
                 here.clear()
-            for row, times, ok in zip(inserts.rows, inserts.times, inserted, strict=True):
-                if ok:
-                    here[row[0]] = (row, *times)
-        return inserted
+            for keep, seq in zip(inserts.keep, seqs, strict=True):
+                if keep is not None and seq is not None:
+                    here[seq] = keep
+                    added.append(seq)
+        return [seq is not None for seq in seqs]
 
     def _claim_here(
         self, conn: sqlite3.Connection, params: tuple[str, float, float, float, int]
     ) -> _Claim:
         """Claim (writer thread). A record inserted by this store and claimed for the first
-        time (token 1: no claim, retry or requeue has touched it since its insert) is
-        built from what the insert wrote; the others are read in full."""
+        time (the same seq and id, token 1: no claim, retry or requeue has touched it
+        since its insert) is built from what the insert wrote; the others are read in
+        full."""
         here = self._inserted_here
         known: builtins.list[tuple[int, int, int, _Here]] = []
         missing: builtins.list[int] = []
         for seq, task_id, token, attempts in conn.execute(_CLAIM, params).fetchall():
-            remembered = here.pop(task_id, None)
-            if remembered is not None and token == 1:
+            remembered = here.pop(seq, None)
+            if remembered is not None and token == 1 and remembered[0][0] == task_id:
                 known.append((seq, token, attempts, remembered))
             else:
                 missing.append(seq)
