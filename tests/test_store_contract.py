@@ -840,6 +840,53 @@ async def test_purge_deletes_terminal_records_that_ended_before(store: Store) ->
     assert await store.insert([make(idempotency_key="k")]) == [True]
 
 
+async def test_purge_takes_given_statuses_oldest_end_first_up_to_a_limit(store: Store) -> None:
+    await store.insert(
+        [
+            make(id="ok-3", status=TaskStatus.SUCCESS, ended_at=at(3)),
+            make(id="ok-1", status=TaskStatus.SUCCESS, ended_at=at(1)),
+            make(id="cancelled-2", status=TaskStatus.CANCELLED, ended_at=at(2)),
+            make(id="failed-0", status=TaskStatus.FAILED, ended_at=at(0)),
+            make(id="interrupted-0", status=TaskStatus.INTERRUPTED, ended_at=at(0)),
+            make(id="ok-late", status=TaskStatus.SUCCESS, ended_at=at(30)),
+        ]
+    )
+    kept = {TaskStatus.SUCCESS, TaskStatus.CANCELLED}
+    assert await store.purge(at(10), statuses=kept, limit=2) == 2
+    assert store.get("ok-1") is None
+    assert store.get("cancelled-2") is None
+    assert store.get("ok-3") is not None  # the third oldest: past the limit
+    assert await store.purge(at(10), statuses=kept, limit=2) == 1
+    assert store.get("ok-3") is None
+    assert await store.purge(at(10), statuses=kept) == 0
+    # dead letters were left alone; they go when asked for
+    assert {r.id for r in (await store.list(TaskQuery(limit=10))).items} == {
+        "failed-0",
+        "interrupted-0",
+        "ok-late",
+    }
+    assert await store.purge(at(10), statuses=[TaskStatus.FAILED]) == 1
+    assert store.get("interrupted-0") is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"statuses": [TaskStatus.PENDING]}, "not pending"),
+        ({"statuses": [TaskStatus.RUNNING, TaskStatus.SUCCESS]}, "not running"),
+        ({"limit": 0}, "limit"),
+        ({"limit": True}, "limit"),
+    ],
+)
+async def test_purge_refuses_unfinished_statuses_and_bad_limits(
+    store: Store, options: dict[str, Any], message: str
+) -> None:
+    await store.insert([make(id="p"), make(id="done", status=TaskStatus.SUCCESS, ended_at=at(0))])
+    with pytest.raises(ValueError, match=message):
+        await store.purge(at(10), **options)
+    assert await store.count() == 2  # nothing deleted
+
+
 # -- listing and counting --------------------------------------------------------------
 
 

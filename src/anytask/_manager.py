@@ -93,6 +93,25 @@ _PENDING = TaskStatus.PENDING
 #: Most records the writer inserts in one transaction: a huge ``add_task`` burst is
 #: committed in slices, so claims and outcomes are not held up behind it.
 INSERT_BATCH = 2000
+#: Rows a retention pass deletes per transaction.
+PURGE_BATCH = 500
+#: The ended statuses ``retention`` applies to (``dead_retention`` applies to the dead ones).
+_KEPT_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.CANCELLED})
+
+
+def _age(option: str, value: float | timedelta | None) -> float | None:
+    """A retention period in seconds (None: keep forever)."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(f"{option} must be seconds, a timedelta or None, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(f"{option} must be a positive duration, got {value!r}")
+    return seconds
 
 
 class RunState(enum.Enum):
@@ -242,6 +261,8 @@ class TaskManager:
         clock: Clock | None = None,
         instance_id: str | None = None,
         unregistered_grace: float = 300.0,
+        retention: float | timedelta | None = None,
+        dead_retention: float | timedelta | None = None,
     ) -> None:
         if snapshot_db is not None and store is not None:
             raise ConfigurationError("pass snapshot_db or store, not both")
@@ -262,6 +283,8 @@ class TaskManager:
                 raise ConfigurationError(f"{option} must be a positive number, got {value!r}")
         if not isinstance(requeue_pending, bool):
             raise ConfigurationError(f"requeue_pending must be a bool, got {requeue_pending!r}")
+        self.retention = _age("retention", retention)
+        self.dead_retention = _age("dead_retention", dead_retention)
         if store is None:
             if snapshot_db is not None:
                 from .stores.sqlite import SQLiteStore
@@ -1151,6 +1174,8 @@ class TaskManager:
             self._outer_tg = services
             services.start_soon(self._writer, name="anytask writer")
             services.start_soon(self._heartbeat, name="anytask heartbeat")
+            if self.retention is not None or self.dead_retention is not None:
+                services.start_soon(self._purge_old, name="anytask retention")
             if self._schedules:
                 from .schedule._runner import run_schedules
 
@@ -2146,6 +2171,41 @@ class TaskManager:
         )
 
     # ------------------------------------------------------------------ heartbeat
+    async def _purge_old(self) -> None:
+        """Delete ended tasks older than the retention periods, in small transactions (a
+        group commit waits for one of them at most), at start and then every tenth of the
+        shorter period (at least every minute)."""
+        rules = [
+            (age, statuses)
+            for age, statuses in (
+                (self.retention, _KEPT_STATUSES),
+                (self.dead_retention, DEAD),
+            )
+            if age is not None
+        ]
+        interval = min(max(min(age for age, _ in rules) / 10, 0.05), 60.0)
+        while True:
+            try:
+                for age, statuses in rules:
+                    before = from_ts(self.clock.time() - age)
+                    total = 0
+                    while True:
+                        n = await self._store.purge(before, statuses=statuses, limit=PURGE_BATCH)
+                        total += n
+                        if n < PURGE_BATCH:
+                            break
+                        await anyio.lowlevel.checkpoint()  # the writer commits in between
+                    if total:
+                        log.info(
+                            "anytask: deleted %d %s task(s) that ended before %s",
+                            total,
+                            "/".join(sorted(s.value for s in statuses)),
+                            before.isoformat(),
+                        )
+            except Exception:
+                log.exception("anytask: deleting old tasks failed; trying again later")
+            await anyio.sleep(interval)
+
     async def _heartbeat(self) -> None:
         interval = max(self.lease / 3, 0.01)
         while True:

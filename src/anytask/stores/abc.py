@@ -36,11 +36,12 @@ from __future__ import annotations
 import builtins
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from .._models import (
+    TERMINAL,
     DurationStats,
     Metrics,
     MetricsBucket,
@@ -119,6 +120,19 @@ class BatchResult:
 class RecoveryResult:
     requeued: builtins.list[str] = field(default_factory=list)
     interrupted: builtins.list[str] = field(default_factory=list)
+
+
+def purge_filter(
+    statuses: Collection[TaskStatus] | None, limit: int | None
+) -> tuple[frozenset[TaskStatus], int | None]:
+    """Check :meth:`Store.purge`'s options; the statuses to delete and the limit."""
+    wanted = TERMINAL if statuses is None else frozenset(TaskStatus(s) for s in statuses)
+    if not wanted <= TERMINAL:
+        names = ", ".join(sorted(s.value for s in wanted - TERMINAL))
+        raise ValueError(f"purge deletes ended tasks only, not {names}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
+    return wanted, limit
 
 
 class Store(ABC):
@@ -244,8 +258,17 @@ class Store(ABC):
         """Mark pending records created before the given time ``interrupted``."""
 
     @abstractmethod
-    async def purge(self, ended_before: datetime) -> int:
-        """Delete terminal records that ended before the given time. Returns how many."""
+    async def purge(
+        self,
+        ended_before: datetime,
+        *,
+        statuses: Collection[TaskStatus] | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete terminal records that ended before the given time: of ``statuses`` (all
+        the terminal ones when None), the earliest ended first, at most ``limit`` of them
+        (all when None), in one transaction. Returns how many. A status that is not
+        terminal, or a ``limit`` below 1, raises ``ValueError``."""
 
     # -- schedules -----------------------------------------------------------------------
     @abstractmethod

@@ -12,7 +12,7 @@ import builtins
 import heapq
 from bisect import insort
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -27,7 +27,7 @@ from .._models import (
     TaskRecord,
     TaskStatus,
 )
-from .abc import HeartbeatResult, MetricsBuilder, RecoveryResult, Store
+from .abc import HeartbeatResult, MetricsBuilder, RecoveryResult, Store, purge_filter
 
 __all__ = ["MemoryStore", "detached"]
 
@@ -473,12 +473,22 @@ class MemoryStore(Store):
                 n += 1
         return n
 
-    async def purge(self, ended_before: datetime) -> int:
+    async def purge(
+        self,
+        ended_before: datetime,
+        *,
+        statuses: Collection[TaskStatus] | None = None,
+        limit: int | None = None,
+    ) -> int:
+        wanted, limit = purge_filter(statuses, limit)
         gone = [
             rec
             for rec in self._rows.values()
-            if rec.status in TERMINAL and rec.ended_at is not None and rec.ended_at < ended_before
+            if rec.status in wanted and rec.ended_at is not None and rec.ended_at < ended_before
         ]
+        if limit is not None and len(gone) > limit:
+            gone.sort(key=lambda rec: (rec.ended_at, rec.seq))
+            del gone[limit:]
         for rec in gone:
             del self._rows[rec.id]
             self._counts[rec.status] -= 1

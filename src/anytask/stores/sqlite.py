@@ -24,7 +24,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
@@ -55,7 +55,7 @@ from .._models import (
     TaskStatus,
 )
 from .._threads import SerialThread
-from .abc import BatchResult, HeartbeatResult, RecoveryResult, Store
+from .abc import BatchResult, HeartbeatResult, RecoveryResult, Store, purge_filter
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -1531,14 +1531,28 @@ class SQLiteStore(Store):
 
         return await self._write(run)
 
-    async def purge(self, ended_before: datetime) -> int:
-        params = (to_ts(ended_before),)
+    async def purge(
+        self,
+        ended_before: datetime,
+        *,
+        statuses: Collection[TaskStatus] | None = None,
+        limit: int | None = None,
+    ) -> int:
+        wanted, limit = purge_filter(statuses, limit)
+        # literals (enum values): the planner then reads the ended-time index
+        among = ", ".join(f"'{s.value}'" for s in sorted(wanted, key=lambda s: s.value))
+        if limit is None:
+            sql = f"DELETE FROM anytask_tasks WHERE status IN ({among}) AND ended_at < ?"
+            params: tuple[Any, ...] = (to_ts(ended_before),)
+        else:
+            sql = (
+                "DELETE FROM anytask_tasks WHERE seq IN (SELECT seq FROM anytask_tasks "
+                f"WHERE ended_at < ? AND status IN ({among}) ORDER BY ended_at LIMIT ?)"
+            )
+            params = (to_ts(ended_before), limit)
 
         def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                f"DELETE FROM anytask_tasks WHERE status IN ({_TERMINAL_SQL}) AND ended_at < ?",
-                params,
-            ).rowcount
+            return conn.execute(sql, params).rowcount
 
         return await self._write(run)
 
