@@ -252,6 +252,14 @@ def test_status_filter_is_kept_in_the_address(dash: Watched, server: str) -> Non
     page.wait_for_selector(f'{_row(failed_id)} [data-status="failed"]')
     page.check('.status-filter input[value="failed"]')
     page.wait_for_url(lambda url: url.endswith("#/tasks?status=failed"))
+    # the list is drawn again for the filter: wait for that drawing (the row was in the
+    # unfiltered list too, and the table may be empty for a moment in between)
+    page.wait_for_function(
+        """() => {
+            const shown = [...document.querySelectorAll('.tasks-table tbody [data-status]')];
+            return shown.length > 0 && shown.every(e => e.dataset.status === 'failed');
+        }"""
+    )
     page.wait_for_selector(_row(failed_id))
     statuses = page.locator(".tasks-table tbody [data-status]").all_inner_texts()
     assert statuses

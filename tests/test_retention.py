@@ -148,3 +148,21 @@ async def test_retention_follows_the_virtual_clock() -> None:
         assert await tm.get(task_id) is not None  # 50 minutes old: kept
         await anyio.sleep(20 * 60)
         assert await tm.get(task_id) is None  # 70 minutes old: deleted (within 6 minutes)
+
+
+async def test_a_retention_longer_than_the_epoch_deletes_nothing_and_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tm = TaskManager(store=MemoryStore(), retention=timedelta.max, dead_retention=1e12)
+
+    @tm.task
+    async def noop() -> None:
+        pass
+
+    with caplog.at_level("INFO", logger="anytask"):
+        async with tm:
+            task_id = await tm.enqueue(noop)
+            await tm.wait(task_id, timeout=5)
+            await anyio.sleep(0.2)
+            assert await tm.get(task_id) is not None
+    assert not [r for r in caplog.records if "old tasks" in r.getMessage()]

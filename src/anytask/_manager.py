@@ -2187,7 +2187,10 @@ class TaskManager:
         while True:
             try:
                 for age, statuses in rules:
-                    before = from_ts(self.clock.time() - age)
+                    cutoff = self.clock.time() - age
+                    if cutoff <= 0:
+                        continue  # (nothing ended before 1970)
+                    before = from_ts(cutoff)
                     total = 0
                     while True:
                         n = await self._store.purge(before, statuses=statuses, limit=PURGE_BATCH)
