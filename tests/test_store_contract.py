@@ -869,6 +869,69 @@ async def test_purge_takes_given_statuses_oldest_end_first_up_to_a_limit(store: 
     assert store.get("interrupted-0") is not None
 
 
+async def test_purge_keeps_a_replay_while_the_task_it_replays_is_stored(store: Store) -> None:
+    # The replay's record is how a dead task is known to have been replayed (replay-once):
+    # deleting it while the dead task stays would let the dead task run again.
+    await store.insert(
+        [
+            make(id="dead", status=TaskStatus.FAILED, ended_at=at(1)),
+            make(id="replay", status=TaskStatus.SUCCESS, ended_at=at(2), replay_of="dead"),
+            make(id="orphan", status=TaskStatus.SUCCESS, ended_at=at(2), replay_of="gone"),
+        ]
+    )
+    kept = [TaskStatus.SUCCESS, TaskStatus.CANCELLED]
+    assert await store.purge(at(10), statuses=kept, limit=10) == 1  # the orphan only
+    assert store.get("replay") is not None
+    assert await store.purge(at(10), statuses=[TaskStatus.FAILED]) == 1
+    assert await store.purge(at(10), statuses=kept) == 1  # now the replay goes too
+    assert await store.count() == 0
+
+
+async def test_purge_takes_equal_end_times_in_seq_order(store: Store) -> None:
+    await store.insert(
+        [
+            make(id=f"t{i}", name=f"n{9 - i}", status=TaskStatus.SUCCESS, ended_at=at(1))
+            for i in range(6)
+        ]
+    )
+    assert await store.purge(at(10), limit=4) == 4
+    left = sorted(r.id for r in (await store.list(TaskQuery(limit=10))).items)
+    assert left == ["t4", "t5"]
+
+
+async def test_an_id_back_after_a_purge_is_a_new_task_to_queues_and_fencing(
+    store: Store,
+) -> None:
+    # Ids come back after a purge (one derived from an idempotency key or a replay).
+    # Nothing left of the first task may act on the second: not its place in the queue
+    # (a delayed task that became due), not an outcome from its attempt.
+    await store.insert([make(id="A", priority=10, run_after=at(2), idempotency_key="k")])
+    await store.insert([make(id="B", priority=10)])
+    await store.insert([make(id="C", priority=20)])
+    [c] = await store.claim("w", 1, at(3), at(100))
+    assert c.id == "C"  # (A is due now, after B)
+    assert await store.cancel("A", at(3)) is TaskStatus.CANCELLED
+    assert await store.purge(at(4), statuses=[TaskStatus.CANCELLED]) == 1
+    assert await store.insert([make(id="A", priority=0, idempotency_key="k")]) == [True]
+    assert [r.id for r in await store.claim("w", 1, at(5), at(100))] == ["B"]
+    # fencing: the first "A", claimed and ended, then purged; the second claimed
+    [a2] = await store.claim("w", 1, at(5), at(100))
+    assert a2.id == "A"
+    stale = Outcome("A", a2.token, TaskStatus.SUCCESS, ended_at=at(6), seq=a2.seq + 1000)
+    assert await store.complete([stale]) == [False]
+    rec = store.get("A")
+    assert rec is not None
+    assert rec.status is TaskStatus.RUNNING
+
+
+async def test_a_purged_schedule_fire_can_be_inserted_again(store: Store) -> None:
+    fire = {"schedule_id": "s", "fire_at": at(1)}
+    await store.insert([make(id="f1", status=TaskStatus.SUCCESS, ended_at=at(1), **fire)])
+    assert await store.insert([make(id="f2", **fire)]) == [False]  # the fire is taken
+    assert await store.purge(at(10)) == 1
+    assert await store.insert([make(id="f3", **fire)]) == [True]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

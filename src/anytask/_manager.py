@@ -106,7 +106,10 @@ def _age(option: str, value: float | timedelta | None) -> float | None:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         raise ConfigurationError(f"{option} must be seconds, a timedelta or None, got {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
@@ -2172,9 +2175,11 @@ class TaskManager:
 
     # ------------------------------------------------------------------ heartbeat
     async def _purge_old(self) -> None:
-        """Delete ended tasks older than the retention periods, in small transactions (a
-        group commit waits for one of them at most), at start and then every tenth of the
-        shorter period (at least every minute)."""
+        """Delete ended tasks older than the retention periods, at start and then every
+        tenth of the shorter period (at least every minute). On a shared store, in small
+        transactions (a group commit waits for one of them at most); an in-process store
+        does it in one pass over its records. After a failure, the next try waits twice
+        as long as the last (at most a minute)."""
         rules = [
             (age, statuses)
             for age, statuses in (
@@ -2184,30 +2189,40 @@ class TaskManager:
             if age is not None
         ]
         interval = min(max(min(age for age, _ in rules) / 10, 0.05), 60.0)
+        limit = PURGE_BATCH if self._store.shared else None
+        wait = interval
         while True:
-            try:
-                for age, statuses in rules:
-                    cutoff = self.clock.time() - age
-                    if cutoff <= 0:
-                        continue  # (nothing ended before 1970)
-                    before = from_ts(cutoff)
-                    total = 0
-                    while True:
-                        n = await self._store.purge(before, statuses=statuses, limit=PURGE_BATCH)
-                        total += n
-                        if n < PURGE_BATCH:
-                            break
-                        await anyio.lowlevel.checkpoint()  # the writer commits in between
-                    if total:
-                        log.info(
-                            "anytask: deleted %d %s task(s) that ended before %s",
-                            total,
-                            "/".join(sorted(s.value for s in statuses)),
-                            before.isoformat(),
-                        )
-            except Exception:
-                log.exception("anytask: deleting old tasks failed; trying again later")
-            await anyio.sleep(interval)
+            failed = False
+            for age, statuses in rules:
+                try:
+                    await self._purge_rule(age, statuses, limit)
+                except Exception:
+                    failed = True
+                    log.exception("anytask: deleting old tasks failed; trying again later")
+            wait = min(max(wait * 2, 1.0), 60.0) if failed else interval
+            await anyio.sleep(wait)
+
+    async def _purge_rule(
+        self, age: float, statuses: frozenset[TaskStatus], limit: int | None
+    ) -> None:
+        cutoff = self.clock.time() - age
+        if cutoff <= 0:
+            return  # (nothing ended before 1970)
+        before = from_ts(cutoff)
+        total = 0
+        while True:
+            n = await self._store.purge(before, statuses=statuses, limit=limit)
+            total += n
+            if limit is None or n < limit:
+                break
+            await anyio.lowlevel.checkpoint()  # the writer commits in between
+        if total:
+            log.info(
+                "anytask: deleted %d %s task(s) that ended before %s",
+                total,
+                "/".join(sorted(s.value for s in statuses)),
+                before.isoformat(),
+            )
 
     async def _heartbeat(self) -> None:
         interval = max(self.lease / 3, 0.01)

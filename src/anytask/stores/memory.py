@@ -96,7 +96,8 @@ class _Due:
         while late:
             head = late[0]
             rec = rows.get(head[2])
-            if rec is not None and rec.status is _PENDING:
+            # (the same seq: not a later record that took a purged record's id)
+            if rec is not None and rec.seq == head[1] and rec.status is _PENDING:
                 return head
             heapq.heappop(late)  # no longer pending
         return None
@@ -320,7 +321,7 @@ class MemoryStore(Store):
         ``token`` on the record ``rec`` (the stored one or a copy). The same as completing
         with such an :class:`Outcome`, for the hot path."""
         row = self._rows.get(rec.id)
-        if row is None or row.status is not _RUNNING or row.token != token:
+        if row is None or row.status is not _RUNNING or row.token != token or row.seq != rec.seq:
             return False
         rec = row
         del self._running[rec.id]
@@ -384,7 +385,12 @@ class MemoryStore(Store):
         rows, running = self._rows, self._running
         for out in outcomes:
             rec = rows.get(out.id)
-            if rec is None or rec.status is not _RUNNING or rec.token != out.token:
+            if (
+                rec is None
+                or rec.status is not _RUNNING
+                or rec.token != out.token
+                or (out.seq is not None and rec.seq != out.seq)  # (an id that came back)
+            ):
                 result.append(False)
                 continue
             # the copies first: nothing below may fail half way through a record
@@ -481,10 +487,14 @@ class MemoryStore(Store):
         limit: int | None = None,
     ) -> int:
         wanted, limit = purge_filter(statuses, limit)
+        rows = self._rows
         gone = [
             rec
-            for rec in self._rows.values()
-            if rec.status in wanted and rec.ended_at is not None and rec.ended_at < ended_before
+            for rec in rows.values()
+            if rec.status in wanted
+            and rec.ended_at is not None
+            and rec.ended_at < ended_before
+            and (rec.replay_of is None or rec.replay_of not in rows)
         ]
         if limit is not None and len(gone) > limit:
             gone.sort(key=lambda rec: (rec.ended_at, rec.seq))
@@ -494,6 +504,8 @@ class MemoryStore(Store):
             self._counts[rec.status] -= 1
             if rec.idempotency_key is not None:
                 self._keys.pop(rec.idempotency_key, None)
+            if rec.schedule_id is not None and rec.fire_at is not None:
+                self._fires.discard((rec.schedule_id, rec.fire_at))
         return len(gone)
 
     # -- schedules -----------------------------------------------------------------------

@@ -1541,13 +1541,17 @@ class SQLiteStore(Store):
         wanted, limit = purge_filter(statuses, limit)
         # literals (enum values): the planner then reads the ended-time index
         among = ", ".join(f"'{s.value}'" for s in sorted(wanted, key=lambda s: s.value))
+        which = (
+            f"ended_at < ? AND status IN ({among}) AND (replay_of IS NULL OR NOT EXISTS "
+            "(SELECT 1 FROM anytask_tasks AS o WHERE o.id = anytask_tasks.replay_of))"
+        )
         if limit is None:
-            sql = f"DELETE FROM anytask_tasks WHERE status IN ({among}) AND ended_at < ?"
+            sql = f"DELETE FROM anytask_tasks WHERE {which}"
             params: tuple[Any, ...] = (to_ts(ended_before),)
         else:
             sql = (
                 "DELETE FROM anytask_tasks WHERE seq IN (SELECT seq FROM anytask_tasks "
-                f"WHERE ended_at < ? AND status IN ({among}) ORDER BY ended_at LIMIT ?)"
+                f"WHERE {which} ORDER BY ended_at, seq LIMIT ?)"
             )
             params = (to_ts(ended_before), limit)
 
