@@ -251,3 +251,40 @@ async def test_an_in_process_store_is_purged_in_one_pass_per_rule() -> None:
         assert await tm.counts() == {s: 0 for s in TaskStatus}
     assert calls
     assert set(calls) == {None}  # never in batches: one scan of the records each time
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_task_id_back_after_a_purge_does_not_inherit_the_old_replay(
+    kind: str, tmp_path: Path
+) -> None:
+    # The dead task goes (dead_retention), its successful replay stays (retention); the
+    # same idempotency key makes a new task with the same id, which fails too: it has not
+    # been replayed, and replaying it runs it again (a new replay, not the old one).
+    tm = TaskManager(store=_store(kind, tmp_path), retention=60, dead_retention=0.3)
+    runs: list[str] = []
+
+    @tm.task
+    async def order(step: str) -> None:
+        runs.append(step)
+        if runs.count(step) == 1:  # fails when enqueued, succeeds when replayed
+            raise ValueError(step)
+
+    async with tm:
+        first = await tm.enqueue(order, "first", idempotency_key="order-1")
+        await tm.wait(first, timeout=5)
+        old_replay = await tm.replay(first)
+        await tm.wait(old_replay, timeout=5)
+        with anyio.fail_after(5):
+            while await tm.get(first) is not None:  # noqa: ASYNC110 - polling the store is the point
+                await anyio.sleep(0.05)
+        again = await tm.enqueue(order, "again", idempotency_key="order-1")
+        assert again == first  # (the id derived from the key)
+        assert (await tm.wait(again, timeout=5)).status is TaskStatus.FAILED
+        assert await tm.replays_of([again]) == {}
+        assert [r.id for r, _ in await tm.replay_many(ids=[again], dry_run=True)] == [again]
+        new_replay = await tm.replay(again)
+        assert new_replay != old_replay
+        assert await tm.replays_of([again]) == {again: new_replay}
+        rec = await tm.wait(new_replay, timeout=5)
+        assert rec.replay_of == again
+    assert runs == ["first", "first", "again", "again"]

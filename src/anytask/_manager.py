@@ -946,8 +946,8 @@ class TaskManager:
                 f"task {task_id} is {rec.status.value}; only failed or interrupted tasks "
                 "can be replayed"
             )
-        latest = (await self._latest_replays([task_id])).get(task_id)
-        if latest is not None and latest[1].status is not TaskStatus.CANCELLED:
+        latest = (await self._latest_replays([rec])).get(task_id)
+        if latest is not None and latest[1] is not None:
             return latest[1].id
         new = self._replay_record(rec, 1 if latest is None else latest[0] + 1)
         # (a replay committed meanwhile by another caller has the same id: this insert is
@@ -959,26 +959,31 @@ class TaskManager:
         """The replay of each of ``task_ids`` that has been replayed (see :meth:`replay`),
         as ``{original id: replay id}``. A task whose latest replay was cancelled is not
         in it (it can be replayed again)."""
-        latest = await self._latest_replays(task_ids)
-        return {
-            original: rec.id
-            for original, (_, rec) in latest.items()
-            if rec.status is not TaskStatus.CANCELLED
-        }
+        originals = await self._store.fetch_many(list(dict.fromkeys(task_ids)))
+        latest = await self._latest_replays(originals)
+        return {original: rec.id for original, (_, rec) in latest.items() if rec is not None}
 
-    async def _latest_replays(self, task_ids: Iterable[str]) -> dict[str, tuple[int, TaskRecord]]:
-        """Each of ``task_ids`` that has a replay: its latest replay and the generation of
-        that replay (past the replays that ended cancelled)."""
-        latest: dict[str, tuple[int, TaskRecord]] = {}
-        ids = list(dict.fromkeys(task_ids))
+    async def _latest_replays(
+        self, originals: Iterable[TaskRecord]
+    ) -> dict[str, tuple[int, TaskRecord | None]]:
+        """Each of ``originals`` that has a replay: the generation of its latest replay,
+        and that replay, or None when it does not stand (it was cancelled, or it was made
+        before the original was created: the replay of an earlier task with the same id,
+        deleted since, as ids derived from idempotency keys and replays come back)."""
+        latest: dict[str, tuple[int, TaskRecord | None]] = {}
+        created = {rec.id: rec.created_at for rec in originals}
+        ids = list(created)
         generation = 1
         while ids:
             wanted = {replay_task_id(i, generation): i for i in ids}
             ids = []
             for rec in await self._store.fetch_many(list(wanted)):
                 original = wanted[rec.id]
-                latest[original] = (generation, rec)
-                if rec.status is TaskStatus.CANCELLED:
+                stands = rec.status is not TaskStatus.CANCELLED and (
+                    rec.created_at >= created[original]
+                )
+                latest[original] = (generation, rec if stands else None)
+                if not stands:
                     ids.append(original)
             generation += 1
         return latest
@@ -988,13 +993,13 @@ class TaskManager:
     ) -> builtins.list[TaskRecord]:
         """The tasks of ``dead`` that have not been replayed yet (or whose latest replay
         was cancelled); ``generations`` gets the generation each one's replay takes."""
-        latest = await self._latest_replays(r.id for r in dead)
+        latest = await self._latest_replays(dead)
         out = []
         for rec in dead:
             found = latest.get(rec.id)
             if found is None:
                 generations[rec.id] = 1
-            elif found[1].status is TaskStatus.CANCELLED:
+            elif found[1] is None:
                 generations[rec.id] = found[0] + 1
             else:
                 continue
