@@ -91,6 +91,56 @@ def test_replay_writes_a_pending_copy_and_skips_live_tasks(
     assert len(_records(db_path)) == 3
 
 
+def _age_all(db: str, seconds: float) -> None:
+    """Make every ended task of the file look ``seconds`` older."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE anytask_tasks SET ended_at = ended_at - ? WHERE ended_at IS NOT NULL",
+            (seconds,),
+        )
+
+
+def test_purge_deletes_old_ended_tasks_and_keeps_dead_letters_unless_named(
+    db_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad, _ = _fill(db_path)
+    assert main(["purge", "--db", db_path, "--older-than", "1h"]) == 0
+    assert "deleted 0 cancelled/success task(s)" in capsys.readouterr().out
+    _age_all(db_path, 2 * 3600)
+    assert main(["purge", "--db", db_path, "--older-than", "1h"]) == 0
+    assert "deleted 1 cancelled/success task(s)" in capsys.readouterr().out
+    assert set(_records(db_path)) == {bad}  # the dead letter stays
+    assert main(["purge", "--db", db_path, "--older-than", "3h", "--status", "failed"]) == 0
+    assert "deleted 0 failed" in capsys.readouterr().out  # not old enough for 3h
+    assert main(["purge", "--db", db_path, "--older-than", "90m", "--status", "failed"]) == 0
+    assert "deleted 1 failed" in capsys.readouterr().out
+    assert _records(db_path) == {}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--older-than", "soon"],
+        ["--older-than", "0"],
+        ["--older-than", "-5m"],
+        ["--older-than", "7d", "--status", "pending"],
+    ],
+)
+def test_purge_refuses_bad_input_and_deletes_nothing(
+    db_path: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad, good = _fill(db_path)
+    _age_all(db_path, 30 * 86400)
+    with pytest.raises(SystemExit) as exc:
+        main(["purge", "--db", db_path, *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--older-than" in err or "--status" in err
+    assert set(_records(db_path)) == {bad, good}
+
+
 def test_console_script_is_installed(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "anytask.cli", "--help"],

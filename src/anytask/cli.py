@@ -6,6 +6,7 @@
     anytask inspect --db tasks.db [--status failed] [--name NAME] [--limit 20] [--json]
     anytask show --db tasks.db TASK_ID
     anytask replay --db tasks.db TASK_ID [TASK_ID ...]
+    anytask purge --db tasks.db --older-than 7d [--status success --status cancelled]
     anytask worker module:manager [--backend asyncio|trio]
 """
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,6 +133,47 @@ async def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+
+
+def _duration(text: str) -> float:
+    """``30s``, ``15m``, ``12h``, ``7d`` or plain seconds, for ``--older-than``."""
+    match = _DURATION.fullmatch(text.strip())
+    seconds = float(match[1]) * _UNITS[match[2] or "s"] if match else 0.0
+    if not match or seconds <= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive duration such as 30s, 15m, 12h or 7d, got {text!r}"
+        )
+    return seconds
+
+
+async def _purge(args: argparse.Namespace) -> int:
+    from ._clock import from_ts
+    from .stores.sqlite import SQLiteStore
+
+    statuses = frozenset(TaskStatus(s) for s in args.status or ("success", "cancelled"))
+    cutoff = time.time() - args.older_than
+    if cutoff <= 0:
+        print("nothing ended that long ago")
+        return 0
+    before = from_ts(cutoff)
+    store = SQLiteStore(args.db)
+    await store.open()
+    total = 0
+    try:
+        while True:  # small transactions: the app's instances keep committing meanwhile
+            n = await store.purge(before, statuses=statuses, limit=500)
+            total += n
+            if n < 500:
+                break
+    finally:
+        await store.close()
+    names = "/".join(sorted(s.value for s in statuses))
+    print(f"deleted {total} {names} task(s) that ended before {_iso(before)}")
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     module_name, _, attr = args.target.partition(":")
     if not attr:
@@ -186,6 +230,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("replay", help="replay dead tasks (the app's instances run them)")
     p.add_argument("--db", required=True)
     p.add_argument("task_ids", nargs="+")
+    p = sub.add_parser(
+        "purge",
+        help="delete ended tasks older than a duration (by default successes and "
+        "cancellations; dead letters only when named with --status)",
+    )
+    p.add_argument("--db", required=True)
+    p.add_argument("--older-than", type=_duration, required=True, help="e.g. 30s, 15m, 12h, 7d")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=sorted(s.value for s in TaskStatus if s.terminal),
+        help="an ended status to delete (repeat for several)",
+    )
     p = sub.add_parser("worker", help="run a TaskManager defined in a module, until SIGINT")
     p.add_argument("target", help="package.module:manager")
     p.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
@@ -194,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "worker":
         return _worker(args)
-    handler = {"inspect": _inspect, "show": _show, "replay": _replay}[args.command]
+    handler = {"inspect": _inspect, "show": _show, "replay": _replay, "purge": _purge}[args.command]
     result: int = anyio.run(handler, args)
     return result
 
