@@ -126,29 +126,29 @@ def test_bad_retention_fails_at_construction(option: str, value: Any) -> None:
         TaskManager(**{option: value})
 
 
-def _virtual() -> tuple[str, dict[str, Any]]:
-    import trio.testing
+class TestVirtualTime:
+    """Trio only (its MockClock): asyncio has no virtual clock; the tests above cover it
+    in real time."""
 
-    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+    @pytest.fixture
+    def anyio_backend(self, mock_clock_backend: Any) -> Any:
+        return mock_clock_backend
 
+    async def test_retention_follows_the_virtual_clock(self) -> None:
+        """An hour of retention passes in no time."""
+        tm = TaskManager(store=MemoryStore(), clock=LoopClock(), retention=timedelta(hours=1))
 
-@pytest.mark.parametrize("anyio_backend", [_virtual()])
-async def test_retention_follows_the_virtual_clock() -> None:
-    """An hour of retention passes in no time under trio's MockClock (trio only: asyncio
-    has no virtual clock; the tests above cover it in real time)."""
-    tm = TaskManager(store=MemoryStore(), clock=LoopClock(), retention=timedelta(hours=1))
+        @tm.task
+        async def noop() -> None:
+            pass
 
-    @tm.task
-    async def noop() -> None:
-        pass
-
-    async with tm:
-        task_id = await tm.enqueue(noop)
-        await tm.wait(task_id, timeout=5)
-        await anyio.sleep(50 * 60)
-        assert await tm.get(task_id) is not None  # 50 minutes old: kept
-        await anyio.sleep(20 * 60)
-        assert await tm.get(task_id) is None  # 70 minutes old: deleted (within 6 minutes)
+        async with tm:
+            task_id = await tm.enqueue(noop)
+            await tm.wait(task_id, timeout=5)
+            await anyio.sleep(50 * 60)
+            assert await tm.get(task_id) is not None  # 50 minutes old: kept
+            await anyio.sleep(20 * 60)
+            assert await tm.get(task_id) is None  # 70 minutes old: deleted (within 6 min)
 
 
 async def test_a_retention_longer_than_the_epoch_deletes_nothing_and_logs_nothing(

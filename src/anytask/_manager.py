@@ -99,6 +99,20 @@ PURGE_BATCH = 500
 _KEPT_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.CANCELLED})
 
 
+async def purge_in_batches(
+    store: Store, before: datetime, statuses: frozenset[TaskStatus], limit: int | None
+) -> int:
+    """``store.purge`` in transactions of at most ``limit`` rows (one when None), until
+    nothing older is left; other writes get in between. Returns how many went."""
+    total = 0
+    while True:
+        n = await store.purge(before, statuses=statuses, limit=limit)
+        total += n
+        if limit is None or n < limit:
+            return total
+        await anyio.lowlevel.checkpoint()
+
+
 def _age(option: str, value: float | timedelta | None) -> float | None:
     """A retention period in seconds (None: keep forever)."""
     if value is None:
@@ -2214,13 +2228,7 @@ class TaskManager:
         if cutoff <= 0:
             return  # (nothing ended before 1970)
         before = from_ts(cutoff)
-        total = 0
-        while True:
-            n = await self._store.purge(before, statuses=statuses, limit=limit)
-            total += n
-            if limit is None or n < limit:
-                break
-            await anyio.lowlevel.checkpoint()  # the writer commits in between
+        total = await purge_in_batches(self._store, before, statuses, limit)
         if total:
             log.info(
                 "anytask: deleted %d %s task(s) that ended before %s",

@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from ._manager import TaskManager
+from ._manager import PURGE_BATCH, TaskManager, purge_in_batches
 from ._models import TaskQuery, TaskRecord, TaskStatus
 
 __all__ = ["main"]
@@ -160,13 +160,9 @@ async def _purge(args: argparse.Namespace) -> int:
     before = from_ts(cutoff)
     store = SQLiteStore(args.db)
     await store.open()
-    total = 0
     try:
-        while True:  # small transactions: the app's instances keep committing meanwhile
-            n = await store.purge(before, statuses=statuses, limit=500)
-            total += n
-            if n < 500:
-                break
+        # small transactions: the app's instances keep committing meanwhile
+        total = await purge_in_batches(store, before, statuses, PURGE_BATCH)
     finally:
         await store.close()
     names = "/".join(sorted(s.value for s in statuses))
