@@ -257,6 +257,59 @@ def sqlite_store_floor(backend: str, n: int, concurrency: int, tmp: Path) -> dic
     return _run(backend, main)  # type: ignore[no-any-return]
 
 
+def sqlite_sql_floor(n: int, concurrency: int, tmp: Path) -> dict[str, float]:
+    """The SQL alone: the statements the SQLite store runs for the same tasks, in the same
+    transactions as :func:`sqlite_store_floor`, on a file the store created (same schema,
+    WAL, ``synchronous=FULL``), run by this thread on one connection. The rows are encoded
+    before the clock starts; no records are built from the claims, and no thread hands
+    the work over. What this floor and the store floor lack of each other is the price
+    of the store's Python layer and of its writer thread."""
+    from anytask.stores import sqlite as sq
+
+    path = _fresh(tmp / "sql-floor.db")
+
+    async def create() -> None:
+        store = sq.SQLiteStore(str(path))
+        await store.open()
+        await store.close()
+
+    anyio.run(create)
+    clock = SystemClock()
+    created = clock.now()
+    inserts = sq._encode_inserts(
+        [TaskRecord(new_task_id(), "bench.noop", [], {}, created, created) for _ in range(n)]
+    )
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA synchronous = FULL")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        gc.collect()
+        t0 = time.perf_counter()
+        claimed: list[tuple[int, str, int, int]] = []
+        done = start = 0
+        while start < n or claimed:
+            conn.execute("BEGIN IMMEDIATE")
+            if start < n:
+                rows = inserts.rows[start : start + INSERT_BATCH]
+                start += len(rows)
+                sq._insert_sync(conn, sq._Inserts(True, rows, []))
+            if claimed:
+                ended = clock.time()
+                outcomes = [
+                    (sq._SUCCEED_SEQ, (ended, None, seq, task_id, token))
+                    for seq, task_id, token, _ in claimed
+                ]
+                done += sum(sq._complete_sync(conn, outcomes))
+            now = clock.time()
+            claimed = conn.execute(sq._CLAIM, ("bench", now + 30, now, now, concurrency)).fetchall()
+            conn.execute("COMMIT")
+        t1 = time.perf_counter()
+    finally:
+        conn.close()
+    assert done == n, done
+    return {"rate": n / (t1 - t0), "seconds": t1 - t0, "enqueue_rate": float("nan")}
+
+
 def _make_manager(store_kind: str, tmp: Path, tag: str, **options: Any) -> TaskManager:
     """``memory``; ``sqlite`` = ``TaskManager(snapshot_db=path)`` (synchronous=FULL, the
     default); ``sqlite-normal`` = ``SQLiteStore(path, synchronous="NORMAL")``."""
@@ -588,6 +641,7 @@ def main() -> None:
                 floors[f"sqlite-store/{backend}"] = best_of(
                     r, sqlite_store_floor, backend, n, c, tmp
                 )
+            floors["sqlite-sql"] = best_of(r, sqlite_sql_floor, n, c, tmp)
         figures["store_floors"] = floors
         tp["taskflow-memory/asyncio"] = best_of(r, taskflow, n, c, None)
         if sqlite_missing is None:
@@ -654,7 +708,9 @@ def main() -> None:
         print(
             "\nStore floors (informational): each store's own calls for the same tasks, with"
             " no runtime around them;\nthe runtime cannot beat its store's floor, so each"
-            " floor bounds what the ratio above can reach"
+            " floor bounds what the ratio above can reach; sqlite-sql: the SQLite store's"
+            "\nstatements alone, in the same transactions, run by one thread on one"
+            " connection (no store layer, no writer thread)"
         )
         print(f"  {'floor':<28}{'tasks/s':>10}{'seconds':>9}  all runs")
         for key, row in floors.items():
@@ -680,6 +736,17 @@ def main() -> None:
                     f"  {floor / snap['rate']:>6.2f}x  (the sqlite/{backend} runtime reaches"
                     f" {share:.0%} of the floor)"
                 )
+            sql = floors["sqlite-sql"]["rate"]
+            figures["ratio_sqlite_sql_floor_vs_taskflow_snapshot"] = sql / snap["rate"]
+            shares = ", ".join(
+                f"the {b} store floor {floors[f'sqlite-store/{b}']['rate'] / sql:.0%}"
+                f" and runtime {tp[f'sqlite/{b}']['rate'] / sql:.0%}"
+                for b in BACKENDS
+            )
+            print(
+                f"  sqlite-sql floor / fastapi-taskflow snapshot_db  {sql / snap['rate']:>6.2f}x"
+                f"  (of it, {shares})"
+            )
 
         print("\nEnqueue -> start latency, single tasks on an idle manager (await enqueue)")
         lat: dict[str, dict[str, float]] = {}

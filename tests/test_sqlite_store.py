@@ -888,6 +888,49 @@ async def test_delayed_tasks_and_retries_run_when_due_not_at_the_next_poll(db_pa
             assert (await tm.wait(later)).status is TaskStatus.SUCCESS
 
 
+@pytest.mark.parametrize("ends", ["success", "lease lost"])
+async def test_a_task_that_came_due_while_every_slot_was_taken_runs_when_one_frees(
+    db_path: str, ends: str
+) -> None:
+    """A commit that fills every slot does not wake the dispatcher (it could only go back
+    to sleep). Delayed tasks that come due meanwhile must still start as soon as a slot
+    frees, whether the slot frees with an outcome for the writer or without one (an
+    attempt whose lease was lost hands nothing on), long before the 30 s poll."""
+    tm = TaskManager(snapshot_db=db_path, max_concurrency=2, poll_interval=30.0)
+    gates = [anyio.Event(), anyio.Event()]
+    started: list[int] = []
+    both_started = anyio.Event()
+
+    @tm.task
+    async def hold(i: int) -> None:
+        started.append(i)
+        if len(started) == 2:
+            both_started.set()
+        await gates[i].wait()
+
+    @tm.task
+    async def later(i: int) -> int:
+        return i
+
+    async with tm:
+        with anyio.fail_after(10):
+            delayed = [await tm.enqueue(later, i, delay=0.2 + 0.1 * i) for i in range(3)]
+            held = [await tm.enqueue(hold, i) for i in range(2)]
+            await both_started.wait()
+            await anyio.sleep(0.5)  # all three came due; no slot is free
+            for task_id in delayed:
+                assert (await tm.get(task_id)).status is TaskStatus.PENDING  # type: ignore[union-attr]
+            if ends == "lease lost":
+                tm._active[held[0]].cancel("lease")  # as the heartbeat does
+            else:
+                gates[0].set()
+            first = await tm.wait(delayed[0])
+            assert first.status is TaskStatus.SUCCESS
+            gates[1].set()
+            for task_id in delayed[1:]:
+                assert (await tm.wait(task_id)).status is TaskStatus.SUCCESS
+
+
 async def test_batch_answers_hold_for_a_repeated_id_and_a_borrowed_seq(db_path: str) -> None:
     """Two rows of one batch with the same id, the first refused on another key: the same
     answers as the in-memory store. Outcomes that carry another task's seq are refused

@@ -90,6 +90,7 @@ RESERVED_KWARGS = frozenset({"priority", "delay", "run_at", "tags", "idempotency
 _KEY_NAMESPACE = uuid.UUID("6f1e0c1a-5b7e-4d35-9a7c-2f0b8a6d4e11")
 _NEVER = math.inf
 _PENDING = TaskStatus.PENDING
+_SUCCESS = TaskStatus.SUCCESS
 #: Most records the writer inserts in one transaction: a huge ``add_task`` burst is
 #: committed in slices, so claims and outcomes are not held up behind it.
 INSERT_BATCH = 2000
@@ -1628,7 +1629,10 @@ class TaskManager:
             self._claiming = False
         if self._dispatch_wake is not None:
             self._skip_claim = exhausted
-            self._dispatch_wake.set()
+            # With no free slot it could only go back to sleep: the next slot to free
+            # wakes it (_finish) or brings a commit that does (this method).
+            if self._free_slots() > 0:
+                self._dispatch_wake.set()
 
     def _wake_dispatcher(self) -> None:
         """New due work may exist (a retry, a recovered task, a schedule fire...)."""
@@ -1984,6 +1988,11 @@ class TaskManager:
             if self._changed is not None:
                 self._fire_changed()
             return ended
+        if failure is None and result is None and not active._logs and not active.dropped:
+            # what _outcome makes of a plain success, without its other cases
+            out = Outcome(rec.id, active.token, _SUCCESS, self.clock.now(), seq=rec.seq)
+            self._finish(rec, out)
+            return None
         self._finish(rec, self._outcome(rec, None, result, failure, active))
         return None
 

@@ -522,13 +522,15 @@ def _is_fresh(rec: TaskRecord) -> bool:
 
 
 def _fresh_params(rec: TaskRecord) -> tuple[Any, ...]:
+    created = to_ts(rec.created_at)
     return (
         rec.id,
         rec.name,
         dumps(rec.args) if rec.args else "[]",
         dumps(rec.kwargs) if rec.kwargs else "{}",
-        to_ts(rec.created_at),
-        to_ts(rec.run_after),
+        created,
+        # (a task due at once: add_task gives both fields one datetime)
+        created if rec.run_after is rec.created_at else to_ts(rec.run_after),
         rec.priority,
         _dump_list(rec.tags),
         rec.idempotency_key,
@@ -588,10 +590,11 @@ def _keep(rec: TaskRecord, row: tuple[Any, ...]) -> _Here | None:
         or len(row[2]) + len(row[3]) + len(row[7]) > _HERE_PAYLOAD
     ):
         return None
+    created_at = _as_read(rec.created_at, row[4])
     return (
         row,
-        _as_read(rec.created_at, row[4]),
-        _as_read(rec.run_after, row[5]),
+        created_at,
+        created_at if rec.run_after is rec.created_at else _as_read(rec.run_after, row[5]),
         None if rec.fire_at is None else _as_read(rec.fire_at, row[13]),
     )
 
