@@ -1212,6 +1212,62 @@ def _statements(conn: sqlite3.Connection) -> list[str]:
     return seen
 
 
+async def test_new_records_without_key_fire_or_replay_leave_those_columns_out(
+    db_path: str,
+) -> None:
+    """A batch of new records none of which has an idempotency key, a schedule fire or a
+    replay link binds none of those columns (they are left NULL); a batch where one has
+    any binds them all. Both read back as the records that went in."""
+    from anytask.stores import sqlite as mod
+
+    assert set(mod._PLAIN_OMITTED) <= set(mod._FRESH_COLUMNS)
+    assert set(mod._PLAIN_COLUMNS) == set(mod._FRESH_COLUMNS) - set(mod._PLAIN_OMITTED)
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert store._writer is not None
+        seen = _statements(store._writer)
+
+        def columns() -> list[str]:
+            heads = [s.split("VALUES")[0] for s in seen if s.startswith("INSERT")]
+            seen.clear()
+            assert heads
+            return heads
+
+        plain = [
+            make(
+                id=f"p{i}",
+                args=[i, "x"],
+                kwargs={"k": i},
+                tags=["t", str(i)],
+                priority=i % 3,
+                max_attempts=3,
+                timeout=1.5 if i % 2 else None,
+                requeue_on_interrupt=bool(i % 2),
+                created_at=T0,
+                run_after=T0 + timedelta(seconds=i),
+            )
+            for i in range(10)
+        ]
+        assert await store.insert(plain) == [True] * 10
+        assert all(not any(c in head for c in mod._PLAIN_OMITTED) for head in columns())
+        replays = [make(id=f"r{i}", replay_of=f"p{i}") for i in range(3)]
+        assert await store.insert(replays) == [True] * 3
+        assert all("replay_of" in head and "fire_at" in head for head in columns())
+        fired = [make(id="f", schedule_id="s", fire_at=T0), make(id="k", idempotency_key="key")]
+        assert await store.insert(fired) == [True, True]
+        assert all("idempotency_key" in head for head in columns())
+        for rec in plain + replays + fired:
+            got = await store.fetch(rec.id)
+            assert got is not None
+            for field in dataclasses.fields(TaskRecord):
+                if field.name != "seq":
+                    want = getattr(rec, field.name)
+                    assert getattr(got, field.name) == want, (rec.id, field.name)
+    finally:
+        await store.close()
+
+
 async def test_a_batch_of_new_records_goes_in_without_handing_ids_back(db_path: str) -> None:
     """With no idempotency key and no schedule fire in a batch, only a taken id can keep
     a row out: the count of rows written says whether all went in. When one did not, the
