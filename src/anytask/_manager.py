@@ -1969,15 +1969,13 @@ class TaskManager:
             if newer is not slot:  # a newer attempt replaced us: it stays
                 self._active[rec.id] = newer
         slot.record = slot.active = None
+        if failure is not None or result is not None or active._logs or active.dropped:
+            self._finish(rec, self._outcome(rec, None, result, failure, active))
+            return None
+        # a plain success: what _outcome makes of it, without its other cases
         store = self._inline_store
-        if (
-            store is not None
-            and failure is None
-            and result is None
-            and not active._logs
-            and not active.dropped
-        ):
-            # the hot path of _outcome + _finish: a plain success, in the store at once
+        if store is not None:
+            # the hot path of _outcome + _finish: in the store at once
             self._occupied -= 1
             ended = self.clock.now()
             if store.succeed_now(rec, active.token, ended):
@@ -1988,12 +1986,7 @@ class TaskManager:
             if self._changed is not None:
                 self._fire_changed()
             return ended
-        if failure is None and result is None and not active._logs and not active.dropped:
-            # what _outcome makes of a plain success, without its other cases
-            out = Outcome(rec.id, active.token, _SUCCESS, self.clock.now(), seq=rec.seq)
-            self._finish(rec, out)
-            return None
-        self._finish(rec, self._outcome(rec, None, result, failure, active))
+        self._finish(rec, Outcome(rec.id, active.token, _SUCCESS, self.clock.now(), seq=rec.seq))
         return None
 
     def _not_registered(self, rec: TaskRecord) -> Outcome:
