@@ -13,7 +13,10 @@ Figures (see docs/benchmarks.md for what each one means):
 * the floor: a bare anyio worker pool (C consumers on one memory object stream);
 * fastapi-taskflow 0.12.1 in memory and with ``snapshot_db`` (asyncio only);
 * enqueue -> start latency of single tasks on an idle manager;
-* RSS after 10k and 100k completed tasks on SQLite, in a fresh subprocess.
+* RSS after 10k and 100k completed tasks on SQLite, in a fresh subprocess;
+* the machine's pace, once in each round of the SQLite comparison: the disk's sync
+  latency (``fdatasync`` after a 4 KiB append) and an event-loop round trip through a
+  thread (docs/benchmarks.md, "Why the SQLite ratio swings").
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import gc
 import json
 import os
 import platform
+import queue
 import resource
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -180,6 +185,69 @@ def taskflow(n: int, concurrency: int, db: str | None) -> dict[str, Any]:
 
     gc.collect()
     return asyncio.run(main())
+
+
+def machine_pace(tmp: Path, samples: int = 200) -> dict[str, float]:
+    """Two latencies of this machine that the SQLite comparison depends on, measured
+    where the databases live:
+
+    * the disk's sync: append 4 KiB to a file and ``fdatasync`` it (what a SQLite commit
+      with ``synchronous=FULL`` waits for), ``samples`` times;
+    * an event-loop round trip through a thread: an asyncio coroutine hands a future to an
+      idle thread through a queue, and the thread resolves it with
+      ``call_soon_threadsafe`` (what handing work to a thread and waiting for it costs
+      when both sleep in between: a SQLite store's writer thread, fastapi-taskflow's
+      ``asyncio.to_thread`` per snapshot write), ``samples`` times.
+
+    ``rate``: syncs per second, one after the other (1 / median sync latency)."""
+    path = tmp / "sync-probe.bin"
+    block = b"\0" * 4096
+    syncs = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(samples):
+            os.write(fd, block)
+            t0 = time.perf_counter()
+            os.fdatasync(fd)
+            syncs.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    jobs: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
+
+    async def round_trips() -> list[float]:
+        loop = asyncio.get_running_loop()
+
+        def serve() -> None:
+            while (future := jobs.get()) is not None:
+                loop.call_soon_threadsafe(future.set_result, None)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        out = []
+        for _ in range(samples):
+            await asyncio.sleep(0.0002)  # both threads asleep, as between two commits
+            t0 = time.perf_counter()
+            future = loop.create_future()
+            jobs.put(future)
+            await future
+            out.append(time.perf_counter() - t0)
+        jobs.put(None)
+        thread.join()
+        return out
+
+    trips = asyncio.run(round_trips())
+    syncs.sort()
+    trips.sort()
+    p50 = syncs[len(syncs) // 2]
+    return {
+        "rate": 1 / p50,
+        "seconds": sum(syncs),
+        "enqueue_rate": float("nan"),
+        "sync_p50_us": p50 * 1e6,
+        "sync_p90_us": syncs[len(syncs) * 9 // 10] * 1e6,
+        "round_trip_p50_us": trips[len(trips) // 2] * 1e6,
+    }
 
 
 # --------------------------------------------------------------------------- anytask
@@ -340,7 +408,8 @@ def interleaved(
     """Run every job ``repeat`` times, one run of each per round, so that a change in the
     machine's pace during the benchmark hits the configurations compared alike (the
     order within a round rotates, so that no job always follows the same one); keep
-    each job's fastest run and the rates of all its runs, in round order."""
+    each job's fastest run, the rates of all its runs and the runs themselves, in round
+    order."""
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in jobs}
     order = list(jobs)
     for i in range(repeat):
@@ -351,6 +420,7 @@ def interleaved(
     for key, rows in runs.items():
         best = dict(max(rows, key=lambda r: r["rate"]))
         best["rates"] = [round(r["rate"]) for r in rows]
+        best["runs"] = rows
         out[key] = best
     return out
 
@@ -623,8 +693,10 @@ def main() -> None:
                         for b in BACKENDS
                     },
                     "taskflow-snapshot/asyncio": (taskflow, (n, c, str(tmp / "taskflow.db"))),
+                    "pace": (machine_pace, (tmp,)),
                 },
             )
+            figures["pace"] = compared.pop("pace")["runs"]
         for backend in BACKENDS:
             if sqlite_missing is None:
                 tp[f"sqlite/{backend}"] = compared[f"sqlite/{backend}"]
@@ -701,6 +773,20 @@ def main() -> None:
                     f"(target >= {T_SQLITE_VS_TASKFLOW:g}x)  {_verdict(ok)}   "
                     f"rounds {mid:.2f}x ({low:.2f}x-{high:.2f}x)"
                 )
+            pace = figures["pace"]
+            per_task = 1e6 / snap["rate"]
+            sync = statistics.median(p["sync_p50_us"] for p in pace)
+            figures["taskflow_snapshot_us_per_task"] = per_task
+            syncs = ", ".join(f"{p['sync_p50_us']:.0f}" for p in pace)
+            trips = ", ".join(f"{p['round_trip_p50_us']:.0f}" for p in pace)
+            print(
+                "  machine pace by round (docs/benchmarks.md, 'Why the SQLite ratio swings'):"
+                f"\n  disk sync (fdatasync after a 4 KiB append) p50 {syncs} us;"
+                " event loop -> thread -> event loop p50"
+                f" {trips} us;"
+                f"\n  fastapi-taskflow with snapshot_db took {per_task:.0f} us a task in its"
+                f" best run, {per_task / sync:.1f} times the median sync"
+            )
         else:
             print(f"  SQLite targets not measured: {sqlite_missing}")
             figures["notes"].append(sqlite_missing)
