@@ -1338,3 +1338,144 @@ async def test_outcomes_apply_without_handing_rows_back_unless_one_is_refused(
         assert results == [None if i == 7 else i for i in range(20)]
     finally:
         await store.close()
+
+
+# -- retention passes ------------------------------------------------------------------
+
+KEPT = frozenset({TaskStatus.SUCCESS, TaskStatus.CANCELLED})
+
+
+def dead_and_replays(n: int, start: int = 0) -> list[TaskRecord]:
+    """``n`` failed tasks and a successful replay of each, all ended at ``start``
+    seconds and after: the replays stay while their tasks do."""
+    out = []
+    for i in range(n):
+        ended = T0 + timedelta(seconds=start + i)
+        out.append(make(id=f"dead-{start}-{i}", status=TaskStatus.FAILED, ended_at=ended))
+        out.append(
+            make(
+                id=f"replay-{start}-{i}",
+                status=TaskStatus.SUCCESS,
+                ended_at=ended,
+                replay_of=f"dead-{start}-{i}",
+            )
+        )
+    return out
+
+
+def old_successes(n: int, start: int) -> list[TaskRecord]:
+    return [
+        make(
+            id=f"ok-{start}-{i}",
+            status=TaskStatus.SUCCESS,
+            ended_at=T0 + timedelta(seconds=start + i),
+        )
+        for i in range(n)
+    ]
+
+
+async def _pass_steps(db_path: str, records: list[TaskRecord], limit: int) -> tuple[int, int]:
+    """A retention pass over ``records`` in a new file at ``db_path``: how many rows it deleted and
+    how many of SQLite's virtual-machine steps (in hundreds) its statements took."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert(records)
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0  # (go on)
+
+        assert store._writer is not None
+        store._writer.set_progress_handler(count, 100)
+        deleted = 0
+        while (n := await store.purge(T0 + timedelta(days=1), statuses=KEPT, limit=limit)) > 0:
+            deleted += n
+            if n < limit:
+                break
+        store._writer.set_progress_handler(None, 0)
+        return deleted, steps[0]
+    finally:
+        await store.close()
+
+
+async def test_a_retention_pass_reads_the_replays_it_keeps_once_not_once_a_call(
+    db_path: str,
+) -> None:
+    # 400 kept replays ended before 2,000 tasks a pass of 20 calls of 100 deletes: each
+    # call must go on from where the last one stopped, not walk past the replays again.
+    # Counted in SQLite's own steps, which do not depend on the machine's speed.
+    kept = dead_and_replays(400)
+    deletable = old_successes(2000, start=1000)
+    _, keep_once = await _pass_steps(db_path + ".1", kept, limit=100)  # one call: reads all
+    deleted, plain = await _pass_steps(db_path + ".2", deletable, limit=100)
+    assert deleted == 2000
+    deleted, both = await _pass_steps(db_path + ".3", kept + deletable, limit=100)
+    assert deleted == 2000
+    # (reading the replays in each of the 21 calls would add about 21 times keep_once)
+    assert both - plain < 3 * keep_once, (both, plain, keep_once)
+
+
+async def test_a_retention_pass_deletes_what_it_may_and_keeps_replays_of_stored_tasks(
+    db_path: str,
+) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        # kept replays and deletable tasks, interleaved by end time
+        await store.insert(
+            dead_and_replays(5, start=0)
+            + old_successes(7, start=10)
+            + dead_and_replays(5, start=20)
+            + old_successes(6, start=30)
+        )
+        cutoff = T0 + timedelta(days=1)
+        counts = []
+        while (n := await store.purge(cutoff, statuses=KEPT, limit=3)) == 3:
+            counts.append(n)
+        counts.append(n)
+        assert counts == [3, 3, 3, 3, 1]  # the 13 old successes, and then the pass ends
+        left = {r.id for r in (await store.list(TaskQuery(limit=100))).items}
+        assert left == {f"dead-{s}-{i}" for s in (0, 20) for i in range(5)} | {
+            f"replay-{s}-{i}" for s in (0, 20) for i in range(5)
+        }
+
+        # A pass that ended leaves no trace: the next one with the same arguments starts
+        # from the oldest row again (here one that ended before where the last call
+        # stopped, and a replay whose task went meanwhile).
+        only_first = T0 + timedelta(seconds=0.5)
+        assert await store.purge(only_first, statuses=[TaskStatus.FAILED]) == 1  # dead-0-0
+        await store.insert(old_successes(1, start=-5))
+        assert await store.purge(cutoff, statuses=KEPT, limit=3) == 2
+        assert store.get("ok--5-0") is None
+        assert store.get("replay-0-0") is None
+    finally:
+        await store.close()
+
+
+async def test_a_purge_with_other_arguments_does_not_continue_a_pass(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert(
+            [
+                make(id="failed-early", status=TaskStatus.FAILED, ended_at=T0),
+                *old_successes(4, start=10),
+                make(
+                    id="failed-late", status=TaskStatus.FAILED, ended_at=T0 + timedelta(seconds=20)
+                ),
+            ]
+        )
+        cutoff = T0 + timedelta(days=1)
+        assert await store.purge(cutoff, statuses=KEPT, limit=2) == 2  # stops at ok-10-1
+        # another rule (dead letters): from the oldest, not from where that call stopped
+        assert await store.purge(cutoff, statuses=[TaskStatus.FAILED], limit=2) == 2
+        assert store.get("failed-early") is None
+        assert store.get("failed-late") is None
+        # another cutoff: from the oldest too
+        await store.insert(old_successes(1, start=-5))
+        assert await store.purge(cutoff + timedelta(seconds=1), statuses=KEPT, limit=2) == 2
+        assert store.get("ok--5-0") is None
+    finally:
+        await store.close()

@@ -270,7 +270,13 @@ class Store(ABC):
         ``limit`` of them (all when None), in one transaction. Returns how many. A replay
         stays while the task it replays is stored (its record is how that task is known
         to have been replayed, see ``TaskManager.replay``). A status that is not
-        terminal, or a ``limit`` below 1, raises ``ValueError``."""
+        terminal, or a ``limit`` below 1, raises ``ValueError``.
+
+        Calls with the same arguments that each delete ``limit`` records, one after the
+        other, make a pass, which the first call that deletes fewer ends. A store may
+        continue a pass where its last call stopped instead of reading again the records
+        that call kept; a record that becomes deletable behind that point during the pass
+        (a replay whose task was deleted) then goes in the next pass."""
 
     # -- schedules -----------------------------------------------------------------------
     @abstractmethod

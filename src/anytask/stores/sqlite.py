@@ -984,6 +984,9 @@ class SQLiteStore(Store):
         # back four columns instead of every one. Used by the writer only.
         self._inserted_here: dict[int, _Here] = {}
         self._here_added: builtins.list[int] = []  # remembered by the open transaction
+        # Where the last purge that deleted its whole limit stopped, by its arguments:
+        # ((ended_before, statuses, limit), (ended_at, seq) of the last row it deleted).
+        self._purge_from: tuple[tuple[float, str, int], tuple[float, int]] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -1563,27 +1566,46 @@ class SQLiteStore(Store):
         statuses: Collection[TaskStatus] | None = None,
         limit: int | None = None,
     ) -> int:
+        """See :meth:`Store.purge`. With a ``limit``, the calls the runtime makes one after
+        the other with the same arguments (a retention pass) continue where the last one
+        stopped, each from the last row it deleted: the rows before it that were kept (a
+        replay whose task is still stored) are not read again by every call of the pass,
+        which would make a pass over many kept replays cost their number times its calls.
+        A replay whose task is deleted during a pass goes in the next pass."""
         wanted, limit = purge_filter(statuses, limit)
         # literals (enum values): the planner then reads the ended-time index
         among = ", ".join(f"'{s.value}'" for s in sorted(wanted, key=lambda s: s.value))
+        cutoff = to_ts(ended_before)
         which = (
             f"ended_at < ? AND status IN ({among}) AND (replay_of IS NULL OR NOT EXISTS "
             "(SELECT 1 FROM anytask_tasks AS o WHERE o.id = anytask_tasks.replay_of))"
         )
         if limit is None:
             sql = f"DELETE FROM anytask_tasks WHERE {which}"
-            params: tuple[Any, ...] = (to_ts(ended_before),)
-        else:
-            sql = (
-                "DELETE FROM anytask_tasks WHERE seq IN (SELECT seq FROM anytask_tasks "
-                f"WHERE {which} ORDER BY ended_at, seq LIMIT ?)"
-            )
-            params = (to_ts(ended_before), limit)
 
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(sql, params).rowcount
+            def run(conn: sqlite3.Connection) -> int:
+                return conn.execute(sql, (cutoff,)).rowcount
 
-        return await self._write(run)
+            return await self._write(run)
+
+        key = (cutoff, among, limit)
+        resume = self._purge_from
+        params: tuple[Any, ...] = (cutoff, limit)
+        if resume is not None and resume[0] == key:
+            which += " AND (ended_at, seq) > (?, ?)"  # (the ended-time index's range)
+            params = (cutoff, *resume[1], limit)
+        sql = (
+            "DELETE FROM anytask_tasks WHERE seq IN (SELECT seq FROM anytask_tasks "
+            f"WHERE {which} ORDER BY ended_at, seq LIMIT ?) RETURNING ended_at, seq"
+        )
+
+        def run_batch(conn: sqlite3.Connection) -> builtins.list[tuple[float, int]]:
+            return conn.execute(sql, params).fetchall()
+
+        deleted = await self._write(run_batch)
+        # a call that deleted fewer than its limit ends the pass: the next one starts over
+        self._purge_from = (key, max(deleted)) if len(deleted) >= limit else None
+        return len(deleted)
 
     # -- schedules -----------------------------------------------------------------------
     async def schedule_states(self) -> dict[str, ScheduleState]:
