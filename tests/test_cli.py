@@ -119,6 +119,52 @@ def test_purge_deletes_old_ended_tasks_and_keeps_dead_letters_unless_named(
     assert _records(db_path) == {}
 
 
+def test_purge_of_dead_tasks_and_their_replays_takes_both_in_one_command(
+    db_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A replay stays while the dead task it replays is stored, so a pass that deletes
+    # the dead tasks leaves the replays it had already passed: the command goes on with
+    # more passes until one deletes nothing (600 of each: more than one transaction).
+    from datetime import UTC, datetime, timedelta
+
+    from anytask import TaskRecord
+
+    ended = datetime.now(UTC) - timedelta(hours=2)
+    records = []
+    for i in range(600):
+        at = ended + timedelta(milliseconds=i)
+        records.append(
+            TaskRecord(f"dead-{i}", "job", [], {}, at, at, TaskStatus.FAILED, ended_at=at)
+        )
+        records.append(
+            TaskRecord(
+                f"replay-{i}",
+                "job",
+                [],
+                {},
+                at,
+                at,
+                TaskStatus.SUCCESS,
+                ended_at=at,
+                replay_of=f"dead-{i}",
+            )
+        )
+
+    async def fill() -> None:
+        store = SQLiteStore(db_path)
+        await store.open()
+        try:
+            await store.insert(records)
+        finally:
+            await store.close()
+
+    anyio.run(fill)
+    argv = ["--older-than", "1h", "--status", "failed", "--status", "success"]
+    assert main(["purge", "--db", db_path, *argv]) == 0
+    assert "deleted 1200 failed/success task(s)" in capsys.readouterr().out
+    assert _records(db_path) == {}
+
+
 @pytest.mark.parametrize(
     "argv",
     [

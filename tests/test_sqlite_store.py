@@ -1473,9 +1473,71 @@ async def test_a_purge_with_other_arguments_does_not_continue_a_pass(db_path: st
         assert await store.purge(cutoff, statuses=[TaskStatus.FAILED], limit=2) == 2
         assert store.get("failed-early") is None
         assert store.get("failed-late") is None
-        # another cutoff: from the oldest too
+        # another cutoff: from the oldest too (a pass under way first)
+        await store.insert(old_successes(4, start=40))
+        assert await store.purge(cutoff, statuses=KEPT, limit=2) == 2  # ok-10-2, ok-10-3
+        assert await store.purge(cutoff, statuses=KEPT, limit=2) == 2  # ok-40-0, ok-40-1
         await store.insert(old_successes(1, start=-5))
         assert await store.purge(cutoff + timedelta(seconds=1), statuses=KEPT, limit=2) == 2
         assert store.get("ok--5-0") is None
+        assert store.get("ok-40-2") is None
+        assert store.get("ok-40-3") is not None
+    finally:
+        await store.close()
+
+
+async def test_a_retention_pass_takes_every_row_of_an_end_time_split_between_calls(
+    db_path: str,
+) -> None:
+    # Rows that ended at the same moment are taken in seq order, and a call may stop in
+    # the middle of them: the next one goes on with the rest, kept replays among them.
+    same = T0 + timedelta(seconds=5)
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert(
+            [make(id=f"dead-{i}", status=TaskStatus.FAILED, ended_at=T0) for i in range(2)]
+        )
+        rows = []
+        for i in range(7):
+            rows.append(make(id=f"ok-{i}", status=TaskStatus.SUCCESS, ended_at=same))
+            if i in (1, 4):
+                rows.append(
+                    make(
+                        id=f"replay-{i}",
+                        status=TaskStatus.SUCCESS,
+                        ended_at=same,
+                        replay_of=f"dead-{i % 2}",
+                    )
+                )
+        await store.insert(rows)
+        cutoff = T0 + timedelta(days=1)
+        counts = []
+        while (n := await store.purge(cutoff, statuses=KEPT, limit=2)) == 2:
+            counts.append(n)
+        counts.append(n)
+        assert counts == [2, 2, 2, 1]
+        left = {r.id for r in (await store.list(TaskQuery(limit=100))).items}
+        assert left == {"dead-0", "dead-1", "replay-1", "replay-4"}
+    finally:
+        await store.close()
+
+
+async def test_a_store_opened_again_starts_a_pass_over(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    await store.insert(old_successes(4, start=10))
+    cutoff = T0 + timedelta(days=1)
+    assert await store.purge(cutoff, statuses=KEPT, limit=2) == 2
+    await store.close()
+    # the file is replaced while the store is closed: a new one, whose rows ended earlier
+    for suffix in ("", "-wal", "-shm"):
+        await anyio.Path(db_path + suffix).unlink(missing_ok=True)
+    await store.open()
+    try:
+        await store.insert(old_successes(3, start=0))
+        assert await store.purge(cutoff, statuses=KEPT, limit=2) == 2
+        assert store.get("ok-0-0") is None
+        assert store.get("ok-0-1") is None
     finally:
         await store.close()

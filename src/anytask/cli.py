@@ -161,8 +161,12 @@ async def _purge(args: argparse.Namespace) -> int:
     store = SQLiteStore(args.db)
     await store.open()
     try:
-        # small transactions: the app's instances keep committing meanwhile
-        total = await purge_in_batches(store, before, statuses, PURGE_BATCH)
+        # small transactions: the app's instances keep committing meanwhile. Passes
+        # until one deletes nothing: a replay kept while the dead task it replays was
+        # stored goes in the pass after the one that deleted that task.
+        total = 0
+        while n := await purge_in_batches(store, before, statuses, PURGE_BATCH):
+            total += n
     finally:
         await store.close()
     names = "/".join(sorted(s.value for s in statuses))

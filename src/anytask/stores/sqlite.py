@@ -1269,6 +1269,7 @@ class SQLiteStore(Store):
     def _close_writer(self) -> None:
         with self._write_lock:
             self._inserted_here.clear()
+            self._purge_from = None  # (the file may be another one when opened again)
             conn, self._writer = self._writer, None
             if conn is not None:
                 conn.close()
