@@ -1541,3 +1541,47 @@ async def test_a_store_opened_again_starts_a_pass_over(db_path: str) -> None:
         assert store.get("ok-0-1") is None
     finally:
         await store.close()
+
+
+async def _most_steps_in_one_transaction(db_path: str, kept: int) -> int:
+    """One retention call (limit 100) over ``kept`` kept replays and nothing to delete:
+    the most of SQLite's virtual-machine steps (in hundreds) any of its transactions
+    took."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert(dead_and_replays(kept))
+        per_transaction: list[int] = []
+        write_sync = store._write_sync
+
+        def counted(fn: Any) -> Any:
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            assert store._writer is not None
+            store._writer.set_progress_handler(count, 100)
+            try:
+                return write_sync(fn)
+            finally:
+                store._writer.set_progress_handler(None, 0)
+                per_transaction.append(steps[0])
+
+        store._write_sync = counted  # type: ignore[method-assign]
+        assert await store.purge(T0 + timedelta(days=1), statuses=KEPT, limit=100) == 0
+        return max(per_transaction)
+    finally:
+        await store.close()
+
+
+async def test_a_retention_call_reads_a_bounded_number_of_rows_a_transaction(
+    db_path: str,
+) -> None:
+    # 5,000 replays kept ahead of anything deletable: one transaction reading them all
+    # would hold the write lock (and the app's commits) for their whole scan. Each
+    # transaction reads at most 1,000 rows, so it takes no more steps than with 1,000.
+    small = await _most_steps_in_one_transaction(db_path + ".1", 1000)
+    large = await _most_steps_in_one_transaction(db_path + ".2", 5000)
+    assert large < 1.5 * small, (large, small)

@@ -267,7 +267,8 @@ class Store(ABC):
     ) -> int:
         """Delete terminal records that ended before the given time: of ``statuses`` (all
         the terminal ones when None), the earliest ended first (then by ``seq``), at most
-        ``limit`` of them (all when None), in one transaction. Returns how many. A replay
+        ``limit`` of them (all when None), in one transaction (with a ``limit``, a store may
+        use several short ones instead). Returns how many. A replay
         stays while the task it replays is stored (its record is how that task is known
         to have been replayed, see ``TaskManager.replay``). A status that is not
         terminal, or a ``limit`` below 1, raises ``ValueError``.

@@ -260,6 +260,9 @@ RETURNING seq, id, token, attempts
 #: The claimed rows read in full (those the store cannot build from its own memory, see
 #: SQLiteStore._inserted_here), by their seq, in the claim's transaction.
 _SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
+_DELETE_SEQS = "DELETE FROM anytask_tasks WHERE seq IN (SELECT value FROM json_each(?))"
+#: A purge with a limit reads at most this many rows (or twice its limit) a transaction.
+_PURGE_WINDOW = 1000
 #: How many records inserted here and not claimed yet the store remembers. Past this it
 #: forgets them all (records claimed by another process would otherwise stay forever);
 #: claims of forgotten records read them in full, as claims of any other record do.
@@ -1567,22 +1570,27 @@ class SQLiteStore(Store):
         statuses: Collection[TaskStatus] | None = None,
         limit: int | None = None,
     ) -> int:
-        """See :meth:`Store.purge`. With a ``limit``, the calls the runtime makes one after
-        the other with the same arguments (a retention pass) continue where the last one
-        stopped, each from the last row it deleted: the rows before it that were kept (a
-        replay whose task is still stored) are not read again by every call of the pass,
-        which would make a pass over many kept replays cost their number times its calls.
-        A replay whose task is deleted during a pass goes in the next pass."""
+        """See :meth:`Store.purge`. With a ``limit``, the records are read in short
+        transactions of at most ``max(2 * limit, 1000)`` rows each, in the order they go
+        (records kept, such as replays whose task is still stored, count as read): a
+        file holding many kept records never has its write lock held for one long scan,
+        and commits of the app get in between. Each transaction goes on from the last
+        row the one before read, and so does the next call with the same arguments
+        while a pass goes on (it ends with a call that deletes fewer than ``limit``): a
+        pass reads each kept record once, not once a call. A record that becomes
+        deletable behind that point during a pass (a replay whose task was deleted
+        meanwhile) goes in the next pass."""
         wanted, limit = purge_filter(statuses, limit)
         # literals (enum values): the planner then reads the ended-time index
         among = ", ".join(f"'{s.value}'" for s in sorted(wanted, key=lambda s: s.value))
         cutoff = to_ts(ended_before)
-        which = (
-            f"ended_at < ? AND status IN ({among}) AND (replay_of IS NULL OR NOT EXISTS "
-            "(SELECT 1 FROM anytask_tasks AS o WHERE o.id = anytask_tasks.replay_of))"
+        free = (
+            "replay_of IS NULL OR NOT EXISTS "
+            "(SELECT 1 FROM anytask_tasks AS o WHERE o.id = anytask_tasks.replay_of)"
         )
+        which = f"ended_at < ? AND status IN ({among})"
         if limit is None:
-            sql = f"DELETE FROM anytask_tasks WHERE {which}"
+            sql = f"DELETE FROM anytask_tasks WHERE {which} AND ({free})"
 
             def run(conn: sqlite3.Connection) -> int:
                 return conn.execute(sql, (cutoff,)).rowcount
@@ -1591,22 +1599,42 @@ class SQLiteStore(Store):
 
         key = (cutoff, among, limit)
         resume = self._purge_from
-        params: tuple[Any, ...] = (cutoff, limit)
-        if resume is not None and resume[0] == key:
-            which += " AND (ended_at, seq) > (?, ?)"  # (the ended-time index's range)
-            params = (cutoff, *resume[1], limit)
-        sql = (
-            "DELETE FROM anytask_tasks WHERE seq IN (SELECT seq FROM anytask_tasks "
-            f"WHERE {which} ORDER BY ended_at, seq LIMIT ?) RETURNING ended_at, seq"
-        )
+        after = resume[1] if resume is not None and resume[0] == key else None
+        window = max(2 * limit, _PURGE_WINDOW)
+        head = f"SELECT ended_at, seq, {free} FROM anytask_tasks WHERE {which}"
+        tail = " ORDER BY ended_at, seq LIMIT ?"
+        first, rest = head + tail, head + " AND (ended_at, seq) > (?, ?)" + tail
 
-        def run_batch(conn: sqlite3.Connection) -> builtins.list[tuple[float, int]]:
-            return conn.execute(sql, params).fetchall()
+        def read_and_delete(
+            conn: sqlite3.Connection, after: tuple[float, int] | None, want: int
+        ) -> tuple[builtins.list[tuple[float, int]], int, tuple[float, int] | None]:
+            """Read the next ``window`` rows after ``after``; delete the first ``want``
+            of them that may go. Returns (ended_at, seq) of those deleted, how many rows
+            were read and the last one."""
+            if after is None:
+                rows = conn.execute(first, (cutoff, window)).fetchall()
+            else:
+                rows = conn.execute(rest, (cutoff, *after, window)).fetchall()
+            gone = [(ended, seq) for ended, seq, deletable in rows if deletable][:want]
+            if gone:
+                conn.execute(_DELETE_SEQS, (dumps([seq for _, seq in gone]),))
+            return gone, len(rows), (rows[-1][0], rows[-1][1]) if rows else None
 
-        deleted = await self._write(run_batch)
-        # a call that deleted fewer than its limit ends the pass: the next one starts over
-        self._purge_from = (key, max(deleted)) if len(deleted) >= limit else None
-        return len(deleted)
+        deleted = 0
+        while True:
+            gone, read, last = await self._write(
+                functools.partial(read_and_delete, after=after, want=limit - deleted)
+            )
+            deleted += len(gone)
+            if deleted >= limit:
+                after = gone[-1]  # (the rows after it in this window were not looked at)
+                break
+            if read < window:  # nothing left before the cutoff: the pass is over
+                after = None
+                break
+            after = last  # every row up to it was read: deleted or kept
+        self._purge_from = None if after is None else (key, after)
+        return deleted
 
     # -- schedules -----------------------------------------------------------------------
     async def schedule_states(self) -> dict[str, ScheduleState]:
