@@ -1543,14 +1543,16 @@ async def test_a_store_opened_again_starts_a_pass_over(db_path: str) -> None:
         await store.close()
 
 
-async def _most_steps_in_one_transaction(db_path: str, kept: int) -> int:
-    """One retention call (limit 100) over ``kept`` kept replays and nothing to delete:
-    the most of SQLite's virtual-machine steps (in hundreds) any of its transactions
-    took."""
+async def _call_steps(
+    db_path: str, records: list[TaskRecord], limit: int = 100
+) -> tuple[int, int, int]:
+    """One retention call (``limit``) over ``records`` in a new file at ``db_path``: how
+    many rows it deleted, and the most and the total of SQLite's virtual-machine steps
+    (in hundreds) its transactions took."""
     store = SQLiteStore(db_path)
     await store.open()
     try:
-        await store.insert(dead_and_replays(kept))
+        await store.insert(records)
         per_transaction: list[int] = []
         write_sync = store._write_sync
 
@@ -1570,8 +1572,8 @@ async def _most_steps_in_one_transaction(db_path: str, kept: int) -> int:
                 per_transaction.append(steps[0])
 
         store._write_sync = counted  # type: ignore[method-assign]
-        assert await store.purge(T0 + timedelta(days=1), statuses=KEPT, limit=100) == 0
-        return max(per_transaction)
+        deleted = await store.purge(T0 + timedelta(days=1), statuses=KEPT, limit=limit)
+        return deleted, max(per_transaction), sum(per_transaction)
     finally:
         await store.close()
 
@@ -1582,6 +1584,32 @@ async def test_a_retention_call_reads_a_bounded_number_of_rows_a_transaction(
     # 5,000 replays kept ahead of anything deletable: one transaction reading them all
     # would hold the write lock (and the app's commits) for their whole scan. Each
     # transaction reads at most 1,000 rows, so it takes no more steps than with 1,000.
-    small = await _most_steps_in_one_transaction(db_path + ".1", 1000)
-    large = await _most_steps_in_one_transaction(db_path + ".2", 5000)
+    _, small, _ = await _call_steps(db_path + ".1", dead_and_replays(1000))
+    _, large, _ = await _call_steps(db_path + ".2", dead_and_replays(5000))
     assert large < 1.5 * small, (large, small)
+
+
+async def test_a_retention_call_reads_on_through_windows_of_kept_rows(db_path: str) -> None:
+    # 1,500 kept replays, then 10 tasks that may go: the call reads two windows before
+    # it finds them, and deletes them (it ends the pass only once nothing is left).
+    deleted, _, _ = await _call_steps(
+        db_path, dead_and_replays(1500) + old_successes(10, start=5000)
+    )
+    assert deleted == 10
+
+
+async def test_rows_that_ended_together_are_read_once_a_call_not_once_a_window(
+    db_path: str,
+) -> None:
+    # The ended-time index orders rows that ended at one moment by other columns than
+    # seq: a window starting among 5,000 of them would read them all again. Reading
+    # them costs about what reading 5,000 rows that ended one by one does.
+    tied = [
+        dataclasses.replace(rec, ended_at=T0 + timedelta(seconds=1))
+        if rec.replay_of is not None
+        else rec
+        for rec in dead_and_replays(5000)
+    ]
+    _, _, apart = await _call_steps(db_path + ".1", dead_and_replays(5000))
+    _, _, together = await _call_steps(db_path + ".2", tied)
+    assert together < 2 * apart, (together, apart)

@@ -263,6 +263,9 @@ _SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
 _DELETE_SEQS = "DELETE FROM anytask_tasks WHERE seq IN (SELECT value FROM json_each(?))"
 #: A purge with a limit reads at most this many rows (or twice its limit) a transaction.
 _PURGE_WINDOW = 1000
+#: Where a purge goes on: after the row (ended_at, seq), or (when the flag is True) after
+#: every row that ended at ended_at.
+_PurgeCursor = tuple[float, int, bool]
 #: How many records inserted here and not claimed yet the store remembers. Past this it
 #: forgets them all (records claimed by another process would otherwise stay forever);
 #: claims of forgotten records read them in full, as claims of any other record do.
@@ -988,8 +991,8 @@ class SQLiteStore(Store):
         self._inserted_here: dict[int, _Here] = {}
         self._here_added: builtins.list[int] = []  # remembered by the open transaction
         # Where the last purge that deleted its whole limit stopped, by its arguments:
-        # ((ended_before, statuses, limit), (ended_at, seq) of the last row it deleted).
-        self._purge_from: tuple[tuple[float, str, int], tuple[float, int]] | None = None
+        # ((ended_before, statuses, limit), (ended_at, seq, False) of the last row deleted).
+        self._purge_from: tuple[tuple[float, str, int], _PurgeCursor] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -1571,15 +1574,17 @@ class SQLiteStore(Store):
         limit: int | None = None,
     ) -> int:
         """See :meth:`Store.purge`. With a ``limit``, the records are read in short
-        transactions of at most ``max(2 * limit, 1000)`` rows each, in the order they go
-        (records kept, such as replays whose task is still stored, count as read): a
-        file holding many kept records never has its write lock held for one long scan,
-        and commits of the app get in between. Each transaction goes on from the last
-        row the one before read, and so does the next call with the same arguments
-        while a pass goes on (it ends with a call that deletes fewer than ``limit``): a
-        pass reads each kept record once, not once a call. A record that becomes
-        deletable behind that point during a pass (a replay whose task was deleted
-        meanwhile) goes in the next pass."""
+        transactions of at most ``max(2 * limit, 1000)`` rows each (records kept, such
+        as replays whose task is still stored, count as read), made longer only to end
+        with every row of the last end time read: a file holding many kept records never
+        has its write lock held for one long scan, and commits of the app get in
+        between. Each transaction goes on from the last row the one before read, and the
+        next call with the same arguments, while a pass goes on (it ends with a call
+        that deletes fewer than ``limit``), from the last row deleted: a pass reads each
+        kept record about once, not once a call. A record that becomes deletable behind
+        that point during a pass (a replay whose task was deleted meanwhile) goes in the
+        next pass. Should a transaction fail, the error is raised, and what the ones
+        before it deleted stays deleted."""
         wanted, limit = purge_filter(statuses, limit)
         # literals (enum values): the planner then reads the ended-time index
         among = ", ".join(f"'{s.value}'" for s in sorted(wanted, key=lambda s: s.value))
@@ -1603,36 +1608,52 @@ class SQLiteStore(Store):
         window = max(2 * limit, _PURGE_WINDOW)
         head = f"SELECT ended_at, seq, {free} FROM anytask_tasks WHERE {which}"
         tail = " ORDER BY ended_at, seq LIMIT ?"
-        first, rest = head + tail, head + " AND (ended_at, seq) > (?, ?)" + tail
+        from_oldest = head + tail
+        after_row = head + " AND (ended_at, seq) > (?, ?)" + tail
+        after_time = head + " AND ended_at > ?" + tail
+        # The ended-time index orders the rows that ended at one moment by other columns
+        # than seq, so reading on from the middle of them reads them all again: a window
+        # that stops there reads the rest of them as well, and the next one starts after
+        # that moment.
+        rest_of_time = (
+            f"SELECT ended_at, seq, {free} FROM anytask_tasks "
+            f"WHERE ended_at = ? AND status IN ({among}) AND seq > ? ORDER BY seq"
+        )
 
         def read_and_delete(
-            conn: sqlite3.Connection, after: tuple[float, int] | None, want: int
-        ) -> tuple[builtins.list[tuple[float, int]], int, tuple[float, int] | None]:
-            """Read the next ``window`` rows after ``after``; delete the first ``want``
-            of them that may go. Returns (ended_at, seq) of those deleted, how many rows
-            were read and the last one."""
+            conn: sqlite3.Connection, after: _PurgeCursor | None, want: int
+        ) -> tuple[builtins.list[tuple[float, int]], bool, _PurgeCursor | None]:
+            """Read the next window after ``after``; delete the first ``want`` rows of it
+            that may go. Returns (ended_at, seq) of those deleted, whether the window was
+            full (rows may be left after it) and where the next one starts."""
             if after is None:
-                rows = conn.execute(first, (cutoff, window)).fetchall()
+                rows = conn.execute(from_oldest, (cutoff, window)).fetchall()
+            elif after[2]:
+                rows = conn.execute(after_time, (cutoff, after[0], window)).fetchall()
             else:
-                rows = conn.execute(rest, (cutoff, *after, window)).fetchall()
+                rows = conn.execute(after_row, (cutoff, after[0], after[1], window)).fetchall()
+            full = len(rows) == window
+            if full:
+                rows += conn.execute(rest_of_time, (rows[-1][0], rows[-1][1])).fetchall()
             gone = [(ended, seq) for ended, seq, deletable in rows if deletable][:want]
             if gone:
                 conn.execute(_DELETE_SEQS, (dumps([seq for _, seq in gone]),))
-            return gone, len(rows), (rows[-1][0], rows[-1][1]) if rows else None
+            return gone, full, (rows[-1][0], rows[-1][1], True) if rows else None
 
         deleted = 0
         while True:
-            gone, read, last = await self._write(
+            gone, full, last = await self._write(
                 functools.partial(read_and_delete, after=after, want=limit - deleted)
             )
             deleted += len(gone)
             if deleted >= limit:
-                after = gone[-1]  # (the rows after it in this window were not looked at)
+                # (the rows after it in this window were not looked at)
+                after = (gone[-1][0], gone[-1][1], False)
                 break
-            if read < window:  # nothing left before the cutoff: the pass is over
+            if not full:  # nothing left before the cutoff: the pass is over
                 after = None
                 break
-            after = last  # every row up to it was read: deleted or kept
+            after = last  # every row up to the end of its end time was read
         self._purge_from = None if after is None else (key, after)
         return deleted
 
