@@ -1613,3 +1613,28 @@ async def test_rows_that_ended_together_are_read_once_a_call_not_once_a_window(
     _, _, apart = await _call_steps(db_path + ".1", dead_and_replays(5000))
     _, _, together = await _call_steps(db_path + ".2", tied)
     assert together < 2 * apart, (together, apart)
+
+
+async def test_a_retention_call_that_fails_makes_the_next_one_start_over(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert(old_successes(4, start=10))
+        cutoff = T0 + timedelta(days=1)
+        assert await store.purge(cutoff, statuses=KEPT, limit=2) == 2  # stops at ok-10-1
+        write_sync = store._write_sync
+
+        def failing(fn: Any) -> Any:
+            raise StoreError("the disk is gone (injected)")
+
+        store._write_sync = failing  # type: ignore[method-assign]
+        with pytest.raises(StoreError, match="injected"):
+            await store.purge(cutoff, statuses=KEPT, limit=2)
+        store._write_sync = write_sync  # type: ignore[method-assign]
+        # a row that ended before where the last call stopped: read, as the call after a
+        # failure reads from the oldest row
+        await store.insert(old_successes(1, start=-5))
+        assert await store.purge(cutoff, statuses=KEPT, limit=2) == 2
+        assert store.get("ok--5-0") is None
+    finally:
+        await store.close()

@@ -1583,8 +1583,9 @@ class SQLiteStore(Store):
         that deletes fewer than ``limit``), from the last row deleted: a pass reads each
         kept record about once, not once a call. A record that becomes deletable behind
         that point during a pass (a replay whose task was deleted meanwhile) goes in the
-        next pass. Should a transaction fail, the error is raised, and what the ones
-        before it deleted stays deleted."""
+        next pass. Should a transaction fail, the error is raised, what the ones before
+        it deleted stays deleted, and the next call starts from the oldest row again (as
+        after a cancellation)."""
         wanted, limit = purge_filter(statuses, limit)
         # literals (enum values): the planner then reads the ended-time index
         among = ", ".join(f"'{s.value}'" for s in sorted(wanted, key=lambda s: s.value))
@@ -1642,9 +1643,14 @@ class SQLiteStore(Store):
 
         deleted = 0
         while True:
-            gone, full, last = await self._write(
-                functools.partial(read_and_delete, after=after, want=limit - deleted)
-            )
+            try:
+                gone, full, last = await self._write(
+                    functools.partial(read_and_delete, after=after, want=limit - deleted)
+                )
+            except BaseException:
+                # (a failure or a cancellation: the next call starts over, from the oldest)
+                self._purge_from = None
+                raise
             deleted += len(gone)
             if deleted >= limit:
                 # (the rows after it in this window were not looked at)
