@@ -1583,14 +1583,14 @@ async def test_a_retention_call_reads_a_bounded_number_of_rows_a_transaction(
 ) -> None:
     # 5,000 replays kept ahead of anything deletable: one transaction reading them all
     # would hold the write lock (and the app's commits) for their whole scan. Each
-    # transaction reads at most 1,000 rows, so it takes no more steps than with 1,000.
+    # transaction reads at most 500 rows, so it takes no more steps than with 1,000.
     _, small, _ = await _call_steps(db_path + ".1", dead_and_replays(1000))
     _, large, _ = await _call_steps(db_path + ".2", dead_and_replays(5000))
     assert large < 1.5 * small, (large, small)
 
 
 async def test_a_retention_call_reads_on_through_windows_of_kept_rows(db_path: str) -> None:
-    # 1,500 kept replays, then 10 tasks that may go: the call reads two windows before
+    # 1,500 kept replays, then 10 tasks that may go: the call reads three windows before
     # it finds them, and deletes them (it ends the pass only once nothing is left).
     deleted, _, _ = await _call_steps(
         db_path, dead_and_replays(1500) + old_successes(10, start=5000)

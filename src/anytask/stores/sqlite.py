@@ -261,8 +261,8 @@ RETURNING seq, id, token, attempts
 #: SQLiteStore._inserted_here), by their seq, in the claim's transaction.
 _SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
 _DELETE_SEQS = "DELETE FROM anytask_tasks WHERE seq IN (SELECT value FROM json_each(?))"
-#: A purge with a limit reads at most this many rows (or twice its limit) a transaction.
-_PURGE_WINDOW = 1000
+#: A purge with a limit reads at most this many rows (or its limit) a transaction.
+_PURGE_WINDOW = 500
 #: Where a purge goes on: after the row (ended_at, seq), or (when the flag is True) after
 #: every row that ended at ended_at.
 _PurgeCursor = tuple[float, int, bool]
@@ -1574,7 +1574,7 @@ class SQLiteStore(Store):
         limit: int | None = None,
     ) -> int:
         """See :meth:`Store.purge`. With a ``limit``, the records are read in short
-        transactions of at most ``max(2 * limit, 1000)`` rows each (records kept, such
+        transactions of at most ``max(limit, 500)`` rows each (records kept, such
         as replays whose task is still stored, count as read), made longer only to end
         with every row of the last end time read: a file holding many kept records never
         has its write lock held for one long scan, and commits of the app get in
@@ -1606,7 +1606,6 @@ class SQLiteStore(Store):
         key = (cutoff, among, limit)
         resume = self._purge_from
         after = resume[1] if resume is not None and resume[0] == key else None
-        window = max(2 * limit, _PURGE_WINDOW)
         head = f"SELECT ended_at, seq, {free} FROM anytask_tasks WHERE {which}"
         tail = " ORDER BY ended_at, seq LIMIT ?"
         from_oldest = head + tail
@@ -1624,9 +1623,11 @@ class SQLiteStore(Store):
         def read_and_delete(
             conn: sqlite3.Connection, after: _PurgeCursor | None, want: int
         ) -> tuple[builtins.list[tuple[float, int]], bool, _PurgeCursor | None]:
-            """Read the next window after ``after``; delete the first ``want`` rows of it
-            that may go. Returns (ended_at, seq) of those deleted, whether the window was
-            full (rows may be left after it) and where the next one starts."""
+            """Read the next window (``want`` rows, at least ``_PURGE_WINDOW``) after
+            ``after``; delete the first ``want`` rows of it that may go. Returns
+            (ended_at, seq) of those deleted, whether the window was full (rows may be
+            left after it) and where the next one starts."""
+            window = max(want, _PURGE_WINDOW)
             if after is None:
                 rows = conn.execute(from_oldest, (cutoff, window)).fetchall()
             elif after[2]:
