@@ -1374,13 +1374,13 @@ def old_successes(n: int, start: int) -> list[TaskRecord]:
     ]
 
 
-async def _pass_steps(db_path: str, records: list[TaskRecord], limit: int) -> tuple[int, int]:
-    """A retention pass over ``records`` in a new file at ``db_path``: how many rows it deleted and
-    how many of SQLite's virtual-machine steps (in hundreds) its statements took."""
-    store = SQLiteStore(db_path)
-    await store.open()
-    try:
-        await store.insert(records)
+def _count_steps(store: SQLiteStore) -> list[int]:
+    """From now on, SQLite's virtual-machine steps (in hundreds) of each write
+    transaction of ``store``, in order: they do not depend on the machine's speed."""
+    per_transaction: list[int] = []
+    write_sync = store._write_sync
+
+    def counted(fn: Any) -> Any:
         steps = [0]
 
         def count() -> int:
@@ -1389,13 +1389,30 @@ async def _pass_steps(db_path: str, records: list[TaskRecord], limit: int) -> tu
 
         assert store._writer is not None
         store._writer.set_progress_handler(count, 100)
+        try:
+            return write_sync(fn)
+        finally:
+            store._writer.set_progress_handler(None, 0)
+            per_transaction.append(steps[0])
+
+    store._write_sync = counted  # type: ignore[method-assign]
+    return per_transaction
+
+
+async def _pass_steps(db_path: str, records: list[TaskRecord], limit: int) -> tuple[int, int]:
+    """A retention pass over ``records`` in a new file at ``db_path``: how many rows it
+    deleted and how many steps (``_count_steps``) its transactions took."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        await store.insert(records)
+        steps = _count_steps(store)
         deleted = 0
         while (n := await store.purge(T0 + timedelta(days=1), statuses=KEPT, limit=limit)) > 0:
             deleted += n
             if n < limit:
                 break
-        store._writer.set_progress_handler(None, 0)
-        return deleted, steps[0]
+        return deleted, sum(steps)
     finally:
         await store.close()
 
@@ -1547,33 +1564,15 @@ async def _call_steps(
     db_path: str, records: list[TaskRecord], limit: int = 100
 ) -> tuple[int, int, int]:
     """One retention call (``limit``) over ``records`` in a new file at ``db_path``: how
-    many rows it deleted, and the most and the total of SQLite's virtual-machine steps
-    (in hundreds) its transactions took."""
+    many rows it deleted, and the most and the total of the steps (``_count_steps``) its
+    transactions took."""
     store = SQLiteStore(db_path)
     await store.open()
     try:
         await store.insert(records)
-        per_transaction: list[int] = []
-        write_sync = store._write_sync
-
-        def counted(fn: Any) -> Any:
-            steps = [0]
-
-            def count() -> int:
-                steps[0] += 1
-                return 0
-
-            assert store._writer is not None
-            store._writer.set_progress_handler(count, 100)
-            try:
-                return write_sync(fn)
-            finally:
-                store._writer.set_progress_handler(None, 0)
-                per_transaction.append(steps[0])
-
-        store._write_sync = counted  # type: ignore[method-assign]
+        steps = _count_steps(store)
         deleted = await store.purge(T0 + timedelta(days=1), statuses=KEPT, limit=limit)
-        return deleted, max(per_transaction), sum(per_transaction)
+        return deleted, max(steps), sum(steps)
     finally:
         await store.close()
 

@@ -268,10 +268,10 @@ class Store(ABC):
         """Delete terminal records that ended before the given time: of ``statuses`` (all
         the terminal ones when None), the earliest ended first (then by ``seq``), at most
         ``limit`` of them (all when None), in one transaction (with a ``limit``, a store may
-        use several short ones instead). Returns how many. A replay
-        stays while the task it replays is stored (its record is how that task is known
-        to have been replayed, see ``TaskManager.replay``). A status that is not
-        terminal, or a ``limit`` below 1, raises ``ValueError``.
+        use several short ones instead). Returns how many. A replay stays while the task
+        it replays is stored (its record is how that task is known to have been replayed,
+        see ``TaskManager.replay``). A status that is not terminal, or a ``limit`` below
+        1, raises ``ValueError``.
 
         Calls with the same arguments that each delete ``limit`` records, one after the
         other, make a pass, which the first call that deletes fewer ends. A store may

@@ -1606,7 +1606,8 @@ class SQLiteStore(Store):
         key = (cutoff, among, limit)
         resume = self._purge_from
         after = resume[1] if resume is not None and resume[0] == key else None
-        head = f"SELECT ended_at, seq, {free} FROM anytask_tasks WHERE {which}"
+        select = f"SELECT ended_at, seq, {free} FROM anytask_tasks WHERE "
+        head = select + which
         tail = " ORDER BY ended_at, seq LIMIT ?"
         from_oldest = head + tail
         after_row = head + " AND (ended_at, seq) > (?, ?)" + tail
@@ -1615,10 +1616,7 @@ class SQLiteStore(Store):
         # than seq, so reading on from the middle of them reads them all again: a window
         # that stops there reads the rest of them as well, and the next one starts after
         # that moment.
-        rest_of_time = (
-            f"SELECT ended_at, seq, {free} FROM anytask_tasks "
-            f"WHERE ended_at = ? AND status IN ({among}) AND seq > ? ORDER BY seq"
-        )
+        rest_of_time = select + f"ended_at = ? AND status IN ({among}) AND seq > ? ORDER BY seq"
 
         def read_and_delete(
             conn: sqlite3.Connection, after: _PurgeCursor | None, want: int
