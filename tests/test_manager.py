@@ -2066,3 +2066,81 @@ async def test_sync_task_thread_is_not_an_async_context() -> None:
     async with tm:
         rec = await tm.wait(await tm.enqueue(probe), timeout=5)
     assert rec.result == "none"
+
+
+# ------------------------------------------------------- one MemoryStore, one loop thread
+
+
+def _run_in_new_thread(backend: str, fn: Any) -> Any:
+    """``anyio.run(fn)`` in a thread of its own (its own event loop); returns its result,
+    or the exception it raised."""
+    box: list[Any] = []
+
+    def main() -> None:
+        try:
+            box.append(anyio.run(fn, backend=backend))
+        except BaseException as exc:  # handed to the test
+            box.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    return box[0]
+
+
+async def test_a_memory_store_serves_one_event_loop_thread_at_a_time(
+    anyio_backend_name: str,
+) -> None:
+    # A second manager on another thread's event loop would claim from the same heaps
+    # as this one without any lock: opening the store there is refused while this
+    # manager runs, and nothing is written by it. Once this one has stopped, a manager
+    # in another thread takes the store over and runs what is left.
+    store = MemoryStore()
+    here = make(store)
+    gate = anyio.Event()
+
+    @here.task(name="job")
+    async def job(n: int) -> int:
+        await gate.wait()
+        return n
+
+    async def elsewhere() -> list[Any]:
+        tm = make(store)
+        tm.task(name="job")(lambda n: n)
+        queued = tm.add_task("job", 99)  # buffered: the manager is not running yet
+        async with tm:
+            await tm.join(timeout=10)
+        return [queued, await tm.get(queued)]
+
+    async with here:
+        first = await here.enqueue(job, 1)
+        refused = await anyio.to_thread.run_sync(_run_in_new_thread, anyio_backend_name, elsewhere)
+        assert isinstance(refused, ConfigurationError), refused
+        assert "in use by 1 running manager(s) in another thread" in str(refused)
+        assert await here.counts() == {**dict.fromkeys(TaskStatus, 0), TaskStatus.RUNNING: 1}
+        # the same store serves a second manager on this event loop
+        async with make(store) as also_here:
+            second = await also_here.enqueue(job, 2)
+            gate.set()
+            assert (await here.wait(second, timeout=10)).result == 2
+        assert (await here.wait(first, timeout=10)).result == 1
+
+    queued, rec = await anyio.to_thread.run_sync(_run_in_new_thread, anyio_backend_name, elsewhere)
+    assert (rec.id, rec.status, rec.result) == (queued, TaskStatus.SUCCESS, 99)
+    assert await store.count() == 3  # (the refused manager wrote nothing)
+
+
+async def test_a_memory_store_left_open_by_a_thread_that_ended_can_be_taken_over(
+    anyio_backend_name: str,
+) -> None:
+    store = MemoryStore()
+    assert _run_in_new_thread(anyio_backend_name, store.open) is None  # never closed
+    tm = make(store)
+
+    @tm.task
+    async def ping() -> str:
+        return "pong"
+
+    async with tm:
+        assert (await tm.wait(await tm.enqueue(ping), timeout=10)).result == "pong"

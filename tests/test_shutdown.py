@@ -240,6 +240,65 @@ async def test_a_handed_back_claim_whose_cancel_was_asked_ends_cancelled_with_a_
         assert await again.get(waiting) is None
 
 
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+async def test_a_cancelled_teardown_hands_back_claims_although_a_task_refuses_to_stop(
+    storage: str, tmp_path: Path
+) -> None:
+    # Torn down by a cancellation while a task catches every cancellation for longer
+    # than the grace and the cut: the teardown has to wait for that task, but what was
+    # claimed and never started goes back to pending all the same (not left `running`
+    # until a later start recovers it, nor marked `interrupted` then: it never ran).
+    store: MemoryStore | SQLiteStore = (
+        MemoryStore() if storage == "memory" else SQLiteStore(str(tmp_path / "t.db"))
+    )
+    tm = make(store, max_concurrency=3, shutdown_grace=0.2)  # type: ignore[arg-type]
+    started = anyio.Event()
+
+    @tm.task
+    async def stubborn() -> None:
+        started.set()
+        give_up = None
+        while True:
+            try:
+                await anyio.sleep(30)
+            except anyio.get_cancelled_exc_class():
+                now = anyio.current_time()
+                give_up = give_up or now + 1.5  # past the grace (0.2 s) and the cut (1 s)
+                if now >= give_up:
+                    raise
+
+    @tm.task
+    async def quick() -> None:
+        await anyio.lowlevel.checkpoint()
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            stubborn_id = tm.add_task(stubborn)
+            with anyio.fail_after(5):
+                await started.wait()
+            tm._wake_idle = lambda n: None  # type: ignore[method-assign]  # claims stay queued
+            ids = [tm.add_task(quick) for _ in range(2)]
+            with anyio.fail_after(5):
+                while len(tm._backlog) < 2:  # noqa: ASYNC110 - waiting for the claim is the point
+                    await anyio.sleep(0.01)
+            outer.cancel()
+            await anyio.lowlevel.checkpoint()
+    if storage == "sqlite":  # what the file holds, read by a fresh store
+        store = SQLiteStore(str(tmp_path / "t.db"))
+        await store.open()
+    try:
+        for task_id in ids:
+            rec = await store.fetch(task_id)
+            assert rec is not None
+            assert (rec.status, rec.attempts, rec.owner) == (TaskStatus.PENDING, 0, None)
+        rec = await store.fetch(stubborn_id)
+        assert rec is not None
+        assert rec.status is TaskStatus.INTERRUPTED
+    finally:
+        if storage == "sqlite":
+            await store.close()
+
+
 async def test_a_cancelled_teardown_leaves_no_task_running(tmp_path: Path) -> None:
     # Torn down by a cancellation (with or without a stop just before), the manager loses
     # its writer with it; outcomes still waiting for a commit must reach the store all

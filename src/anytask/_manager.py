@@ -1230,11 +1230,14 @@ class TaskManager:
                             # (not when the manager is being cancelled: nothing would run them)
                             self._claim_here_now(self._free_slots())
                     finally:
+                        # torn down by a cancellation (not a stop): no worker will start
+                        # what waits in the backlog any more
+                        torn_down = anyio.current_effective_deadline() == -math.inf
                         with self._lock:
                             self._state = RunState.STOPPING
                         dispatch_scope.cancel()
                         with anyio.CancelScope(shield=True):
-                            await self._drain()
+                            await self._drain(torn_down)
                         self._close_workers()
             except BaseException:
                 # torn down (a cancellation): the writer goes too, so the records queued
@@ -1253,24 +1256,25 @@ class TaskManager:
                     await anyio.sleep(0.001)
             services.cancel_scope.cancel()
 
-    async def _drain(self) -> None:
+    async def _drain(self, torn_down: bool = False) -> None:
         """Give running attempts ``shutdown_grace`` to finish, then cancel the rest.
 
         Claimed records count from the claim on (``_occupied``), not from the moment a
         worker picks them up: a record claimed just before the stop may still wait in the
         backlog, and must neither be forgotten here nor start afterwards without a
-        deadline."""
+        deadline. ``torn_down``: the manager is being cancelled, so the backlog is handed
+        back at once (see _wait_unoccupied)."""
         done = self._dispatcher_done
         assert done is not None
         with anyio.move_on_after(max(self.shutdown_grace, 10.0)):
             await done.wait()  # a claim in flight has handed its records to the workers
             while self._claiming:  # the writer's claim, too
                 await self._capacity_freed()
-        await self._wait_unoccupied(self.shutdown_grace)
+        await self._wait_unoccupied(self.shutdown_grace, torn_down)
         self._cutting = True
         for slot in list(self._active.values()):
             slot.cancel("shutdown")
-        await self._wait_unoccupied(1.0)
+        await self._wait_unoccupied(1.0, torn_down)
         stubborn = [
             f"{slot.record.name} ({task_id})"
             for task_id, slot in self._active.items()
@@ -1287,15 +1291,16 @@ class TaskManager:
                 ", ".join(stubborn),
             )
 
-    async def _wait_unoccupied(self, timeout: float) -> None:
-        """Wait up to ``timeout`` until no record holds a slot. Records still waiting in the
-        backlog once every worker has ended (the manager is torn down by a cancellation:
-        in a stop, workers end only after this) are handed back instead of waited for. A
-        worker cancelled before it ever ran (asyncio) never counts as ended: the wait is
-        then the grace, as before."""
+    async def _wait_unoccupied(self, timeout: float, torn_down: bool = False) -> None:
+        """Wait up to ``timeout`` until no record holds a slot. Records waiting in the
+        backlog are handed back instead of waited for when the manager is torn down by a
+        cancellation (``torn_down``: its workers are cancelled, and one that is still
+        inside an attempt, because its task catches every cancellation, must not start
+        them when that ends) or once every worker has ended (in a stop, workers end only
+        after this)."""
         with anyio.move_on_after(timeout):
             while self._occupied:
-                if self._backlog and not self._workers_alive:
+                if self._backlog and (torn_down or not self._workers_alive):
                     await self._return_backlog()
                     continue
                 await self._capacity_freed()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import heapq
+import threading
 from bisect import insort
 from collections import deque
 from collections.abc import Collection, Sequence
@@ -17,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from .._codec import cloned, detached, dumps, loads
+from .._errors import ConfigurationError
 from .._models import (
     TERMINAL,
     Metrics,
@@ -31,6 +33,7 @@ from .abc import HeartbeatResult, MetricsBuilder, RecoveryResult, Store, purge_f
 
 __all__ = ["MemoryStore", "detached"]
 
+_holder_lock = threading.Lock()  # MemoryStore._holder, changed by open() and close()
 _PENDING = TaskStatus.PENDING
 _RUNNING = TaskStatus.RUNNING
 _SUCCESS = TaskStatus.SUCCESS
@@ -141,6 +144,13 @@ class _Due:
 
 
 class MemoryStore(Store):
+    """Task records in this process's memory, used from one event loop's thread at a
+    time: several managers on one event loop may share a store, but while any of them
+    runs, a manager in another thread cannot open it (:class:`ConfigurationError`; its
+    claims would race with theirs). Once they have all stopped, or their thread has
+    ended, a manager in another thread may take it over. :meth:`get` may be called from
+    any thread."""
+
     shared = False
 
     @property
@@ -158,6 +168,8 @@ class MemoryStore(Store):
         )
 
     def __init__(self) -> None:
+        # (thread, count): the thread whose managers hold the store open, and how many
+        self._holder: tuple[int, int] = (0, 0)
         self._rows: dict[str, TaskRecord] = {}
         self._keys: dict[str, str] = {}
         self._fires: set[tuple[str, datetime]] = set()
@@ -170,6 +182,27 @@ class MemoryStore(Store):
         # records per final status; the running ones are _running, and the pending ones
         # all the others (so that a claim and a start change no count)
         self._counts: dict[TaskStatus, int] = dict.fromkeys(TERMINAL, 0)
+
+    async def open(self) -> None:
+        me = threading.get_ident()
+        with _holder_lock:
+            holder, count = self._holder
+            if count and holder != me:
+                alive = {t.ident for t in threading.enumerate()}
+                if holder in alive:
+                    raise ConfigurationError(
+                        f"this MemoryStore is in use by {count} running manager(s) in another"
+                        " thread; a MemoryStore serves the managers of one event loop (give"
+                        " each thread its own store, or use a SQLiteStore to share tasks)"
+                    )
+                count = 0  # that thread ended without closing it
+            self._holder = (me, count + 1)
+
+    async def close(self) -> None:
+        with _holder_lock:
+            holder, count = self._holder
+            if count and holder == threading.get_ident():
+                self._holder = (holder, count - 1)
 
     # -- helpers -------------------------------------------------------------------------
     def _enqueue(self, rec: TaskRecord) -> None:
