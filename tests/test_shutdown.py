@@ -576,3 +576,73 @@ def test_abandoned_sync_task_does_not_keep_the_process_alive(backend: str) -> No
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "interrupted"
     assert elapsed < 10, f"the process took {elapsed:.1f}s to exit"
+
+
+NEVER_RUN_SCRIPT = """
+import sys
+import anyio
+from anytask import MemoryStore, SQLiteStore, TaskManager
+
+case, path = sys.argv[1], sys.argv[2]
+
+
+class FailingAtTeardown(SQLiteStore):
+    async def insert(self, records):
+        raise OSError("disk gone")
+
+
+async def main() -> None:
+    store = FailingAtTeardown(path) if case == "teardown write fails" else SQLiteStore(path)
+    tm = TaskManager(store=store, shutdown_grace=0.5)
+
+    @tm.task(name="job")
+    async def job() -> None:
+        pass
+
+    if case == "queued, then started":
+        print(tm.add_task(job))
+        async with tm:
+            await tm.join(timeout=10)
+    elif case == "queued after the stop":
+        async with tm:
+            pass
+        print(tm.add_task(job))
+    elif case == "never started":
+        print(tm.add_task(job), tm.add_task(job))
+    else:  # the writer never gets to them, and the teardown's own write fails
+        with anyio.CancelScope() as scope:
+            async with tm:
+                tm._wake_writer = lambda: None
+                print(tm.add_task(job))
+                scope.cancel()
+                await anyio.sleep(1)
+
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["queued, then started", "queued after the stop", "never started", "teardown write fails"],
+)
+def test_tasks_a_manager_never_wrote_are_named_at_exit(case: str, tmp_path: Path) -> None:
+    # add_task on a manager that is not running keeps the task for its next start. When
+    # the process ends before that, the task is lost: the exit says so, with its id,
+    # instead of losing it silently. A task the next start did write is not mentioned.
+    proc = subprocess.run(
+        [sys.executable, "-c", NEVER_RUN_SCRIPT, case, str(tmp_path / "t.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ids = proc.stdout.split()
+    assert ids, proc.stdout
+    warned = [line for line in proc.stderr.splitlines() if "never written to the store" in line]
+    if case == "queued, then started":
+        assert warned == [], proc.stderr
+        return
+    assert len(warned) == 1, proc.stderr
+    assert f"{len(ids)} task(s) queued with add_task()" in warned[0]
+    assert all(task_id in warned[0] for task_id in ids)

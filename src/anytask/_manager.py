@@ -24,6 +24,7 @@ outlives:
 
 from __future__ import annotations
 
+import atexit
 import builtins  # TaskManager.list shadows the builtin inside the class body
 import enum
 import logging
@@ -98,6 +99,33 @@ INSERT_BATCH = 2000
 PURGE_BATCH = 500
 #: The ended statuses ``retention`` applies to (``dead_retention`` applies to the dead ones).
 _KEPT_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.CANCELLED})
+
+# Managers that were given tasks (add_task) while they were not running. Those tasks wait
+# in the manager for its next start; if the process ends first, they are lost, and the
+# exit says so instead of losing them silently.
+_queued_while_idle: set[TaskManager] = set()
+_queued_while_idle_lock = threading.Lock()
+
+
+def _warn_never_committed() -> None:
+    with _queued_while_idle_lock:
+        managers = list(_queued_while_idle)
+        _queued_while_idle.clear()
+    for tm in managers:
+        with tm._lock:
+            lost = [rec.id for rec in tm._inserts if id(rec) not in tm._withdrawn]
+        if lost:
+            shown = ", ".join(lost[:5]) + (", ..." if len(lost) > 5 else "")
+            log.warning(
+                "anytask: %d task(s) queued with add_task() were never written to the store "
+                "and are lost: the task manager did not run after they were queued (ids: %s). "
+                "Queue tasks while it runs (inside `async with tm:`), or start it afterwards.",
+                len(lost),
+                shown,
+            )
+
+
+atexit.register(_warn_never_committed)
 
 
 async def purge_in_batches(
@@ -685,6 +713,10 @@ class TaskManager:
             self._inserts.extend(records)
             self._submitted += len(records)
             mark = self._submitted
+            idle = self._state is RunState.IDLE
+        if idle:
+            with _queued_while_idle_lock:
+                _queued_while_idle.add(self)
         queued = _queued_here.get()
         if queued is not None and queued.is_open:
             queued.records.extend(records)
@@ -1163,6 +1195,9 @@ class TaskManager:
         finally:
             with self._lock:
                 self._state = RunState.IDLE
+                if self._inserts:  # the store did not take them: they wait for a next start
+                    with _queued_while_idle_lock:
+                        _queued_while_idle.add(self)
                 waiters = [*self._waiters.values()]
                 if self._committed_signal is not None:  # flush() waiters: nothing more comes
                     waiters.append(self._committed_signal)
