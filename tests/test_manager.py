@@ -2100,16 +2100,17 @@ async def test_a_memory_store_serves_one_event_loop_thread_at_a_time(
     here = make(store)
     gate = anyio.Event()
 
-    @here.task(name="job")
     async def job(n: int) -> int:
         await gate.wait()
         return n
 
+    here.task(name="job")(job)
+
     async def elsewhere() -> list[Any]:
         tm = make(store)
         tm.task(name="job")(lambda n: n)
-        queued = tm.add_task("job", 99)  # buffered: the manager is not running yet
         async with tm:
+            queued = await tm.enqueue("job", 99)
             await tm.join(timeout=10)
         return [queued, await tm.get(queued)]
 
@@ -2121,7 +2122,8 @@ async def test_a_memory_store_serves_one_event_loop_thread_at_a_time(
         assert await here.counts() == {**dict.fromkeys(TaskStatus, 0), TaskStatus.RUNNING: 1}
         # the same store serves a second manager on this event loop
         async with make(store) as also_here:
-            second = await also_here.enqueue(job, 2)
+            also_here.task(name="job")(job)
+            second = await also_here.enqueue("job", 2)
             gate.set()
             assert (await here.wait(second, timeout=10)).result == 2
         assert (await here.wait(first, timeout=10)).result == 1
@@ -2135,12 +2137,23 @@ async def test_a_memory_store_left_open_by_a_thread_that_ended_can_be_taken_over
     anyio_backend_name: str,
 ) -> None:
     store = MemoryStore()
-    assert _run_in_new_thread(anyio_backend_name, store.open) is None  # never closed
-    tm = make(store)
+    opener = threading.Thread(target=anyio.run, args=(store.open,))  # never closed
+    opener.start()
+    opener.join()
+    # a thread started since may get the ended thread's ident (the system reuses them,
+    # as glibc does here): the store must still count the opener as gone
+    other_ended = threading.Event()
+    other = threading.Thread(target=other_ended.wait)
+    other.start()
+    try:
+        tm = make(store)
 
-    @tm.task
-    async def ping() -> str:
-        return "pong"
+        @tm.task
+        async def ping() -> str:
+            return "pong"
 
-    async with tm:
-        assert (await tm.wait(await tm.enqueue(ping), timeout=10)).result == "pong"
+        async with tm:
+            assert (await tm.wait(await tm.enqueue(ping), timeout=10)).result == "pong"
+    finally:
+        other_ended.set()
+        other.join()

@@ -112,6 +112,8 @@ def test_the_decorator_returns_the_function_and_registers_it_as_a_task() -> None
     assert digest("mon") == "mon"
     assert tm.registry.get(digest.__qualname__) is not None
     tm.add_task(digest)  # an ordinary task too
+    assert [rec.name for rec in tm._inserts] == [digest.__qualname__]
+    tm._inserts.clear()  # (never written: the manager does not run here)
     [sched] = tm._schedules.values()
     assert sched.id == digest.__qualname__
     assert sched.timezone == "America/New_York"

@@ -6,12 +6,14 @@ takes to exit with ``anyio.current_time()``.
 
 from __future__ import annotations
 
+import gc
 import random
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import weakref
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
+import anytask._manager as _manager_module
 from anytask import MemoryStore, SQLiteStore, TaskManager, TaskStatus
 from slow_stores import SlowClaimStore
 
@@ -297,6 +300,81 @@ async def test_a_cancelled_teardown_hands_back_claims_although_a_task_refuses_to
     finally:
         if storage == "sqlite":
             await store.close()
+
+
+class _LateClaims(SQLiteStore):
+    """A store whose claims reach the manager 0.5 s after their commit."""
+
+    async def write_batch(self, *args: Any, **kwargs: Any) -> Any:
+        result = await super().write_batch(*args, **kwargs)
+        if result.claimed:
+            await anyio.sleep(0.5)
+        return result
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        records = await super().claim(*args, **kwargs)
+        if records:
+            await anyio.sleep(0.5)
+        return records
+
+
+async def test_a_cancellation_during_a_stop_hands_back_claims_that_land_after_it(
+    tmp_path: Path,
+) -> None:
+    # A stop has begun (so the teardown was not a cancellation when it started), a claim
+    # is on its way, and then the manager is cancelled while a task refuses to stop: the
+    # claim lands in the backlog after the idle workers have ended, and goes back to
+    # pending instead of staying `running` with nobody to run it.
+    path = str(tmp_path / "t.db")
+    tm = make(_LateClaims(path), max_concurrency=3, shutdown_grace=0.2)  # type: ignore[arg-type]
+    started = anyio.Event()
+    ran: list[int] = []
+    ids: list[str] = []
+    when_it_gave_up: list[Any] = []
+
+    @tm.task
+    async def stubborn() -> None:
+        started.set()
+        give_up = None
+        while True:
+            try:
+                await anyio.sleep(30)
+            except anyio.get_cancelled_exc_class():
+                now = anyio.current_time()
+                give_up = give_up or now + 2.0
+                if now >= give_up:
+                    # handed back while the teardown waited for this task, not after
+                    when_it_gave_up.extend(tm.store.get(task_id) for task_id in ids)
+                    raise
+
+    @tm.task
+    async def quick(n: int) -> None:
+        ran.append(n)
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            tm.add_task(stubborn)
+            with anyio.fail_after(5):
+                await started.wait()
+            await anyio.sleep(0.6)  # (the stubborn task's own late claim has landed)
+            ids.extend(tm.add_task(quick, n) for n in range(2))
+            await anyio.sleep(0.1)
+            tm.stop()
+            await anyio.sleep(0.05)
+            assert tm._claiming  # the claim is still on its way
+            assert not tm._backlog
+            outer.cancel()
+    assert ran == []
+    assert [rec.status for rec in when_it_gave_up] == [TaskStatus.PENDING] * 2
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        for task_id in ids:
+            rec = await store.fetch(task_id)
+            assert rec is not None
+            assert (rec.status, rec.attempts, rec.owner) == (TaskStatus.PENDING, 0, None)
+    finally:
+        await store.close()
 
 
 async def test_a_cancelled_teardown_leaves_no_task_running(tmp_path: Path) -> None:
@@ -646,3 +724,22 @@ def test_tasks_a_manager_never_wrote_are_named_at_exit(case: str, tmp_path: Path
     assert len(warned) == 1, proc.stderr
     assert f"{len(ids)} task(s) queued with add_task()" in warned[0]
     assert all(task_id in warned[0] for task_id in ids)
+
+
+async def test_a_manager_that_wrote_what_it_queued_before_starting_is_not_kept_alive() -> None:
+    # Managers holding tasks queued while not running are kept (to name those tasks at
+    # exit) only until a run writes them: afterwards nothing holds the manager.
+    tm = make(MemoryStore())
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    task_id = tm.add_task(job)
+    assert tm in _manager_module._queued_while_idle
+    async with tm:
+        await tm.wait(task_id, timeout=10)
+    ref = weakref.ref(tm)
+    del tm, job
+    gc.collect()
+    assert ref() is None

@@ -100,9 +100,10 @@ PURGE_BATCH = 500
 #: The ended statuses ``retention`` applies to (``dead_retention`` applies to the dead ones).
 _KEPT_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.CANCELLED})
 
-# Managers that were given tasks (add_task) while they were not running. Those tasks wait
-# in the manager for its next start; if the process ends first, they are lost, and the
-# exit says so instead of losing them silently.
+# Managers that hold tasks queued with add_task while they were not running (or that their
+# store refused at a teardown), until their next start. If the process ends first, those
+# tasks are lost, and the exit says so instead of losing them silently. (A manager that is
+# garbage-collected with such tasks would lose them without a word, so it is held here.)
 _queued_while_idle: set[TaskManager] = set()
 _queued_while_idle_lock = threading.Lock()
 
@@ -118,7 +119,8 @@ def _warn_never_committed() -> None:
             shown = ", ".join(lost[:5]) + (", ..." if len(lost) > 5 else "")
             log.warning(
                 "anytask: %d task(s) queued with add_task() were never written to the store "
-                "and are lost: the task manager did not run after they were queued (ids: %s). "
+                "and are lost: the task manager was not running when they were queued (or "
+                "its store refused them as it stopped) and did not run again (ids: %s). "
                 "Queue tasks while it runs (inside `async with tm:`), or start it afterwards.",
                 len(lost),
                 shown,
@@ -399,6 +401,9 @@ class TaskManager:
         # workers or running): the slots in use, never more than max_concurrency
         self._occupied = 0
         self._workers_alive = 0  # worker tasks spawned and not ended (see _wait_unoccupied)
+        # a worker ended by a cancellation from outside: the manager is being torn down,
+        # also when a stop had begun before (see _wait_unoccupied)
+        self._torn_down = False
         # slots kept by sync calls abandoned while their thread runs on (see _hold_slot),
         # and what identifies this run to their release
         self._stray = 0
@@ -1183,6 +1188,8 @@ class TaskManager:
                 raise ManagerStateError(f"the task manager is already {self._state.value}")
             self._state = RunState.STARTING
         self._reset_runtime()
+        with _queued_while_idle_lock:  # what it holds queued is written by this run
+            _queued_while_idle.discard(self)
         if self._fixed_instance_id is None:
             self.instance_id = uuid.uuid4().hex
         try:
@@ -1329,13 +1336,13 @@ class TaskManager:
     async def _wait_unoccupied(self, timeout: float, torn_down: bool = False) -> None:
         """Wait up to ``timeout`` until no record holds a slot. Records waiting in the
         backlog are handed back instead of waited for when the manager is torn down by a
-        cancellation (``torn_down``: its workers are cancelled, and one that is still
-        inside an attempt, because its task catches every cancellation, must not start
-        them when that ends) or once every worker has ended (in a stop, workers end only
-        after this)."""
+        cancellation (``torn_down``, or a worker ended by one since: its workers are
+        cancelled, and one that is still inside an attempt, because its task catches
+        every cancellation, must not start them when that ends) or once every worker has
+        ended (in a stop, workers end only after this)."""
         with anyio.move_on_after(timeout):
             while self._occupied:
-                if self._backlog and (torn_down or not self._workers_alive):
+                if self._backlog and (torn_down or self._torn_down or not self._workers_alive):
                     await self._return_backlog()
                     continue
                 await self._capacity_freed()
@@ -1868,6 +1875,9 @@ class TaskManager:
                     await event.wait()
                     continue
                 await self._run_series(slot, rec)
+        except anyio.get_cancelled_exc_class():
+            self._torn_down = True  # (a stop ends workers by returning, see _close_workers)
+            raise
         finally:
             self._workers_alive -= 1
             self._fire_changed()  # (the shutdown may wait for the last one: _drain)

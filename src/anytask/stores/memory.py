@@ -168,8 +168,9 @@ class MemoryStore(Store):
         )
 
     def __init__(self) -> None:
-        # (thread, count): the thread whose managers hold the store open, and how many
-        self._holder: tuple[int, int] = (0, 0)
+        # (thread, count): the thread whose managers hold the store open, and how many (the
+        # Thread object, not its ident: the system reuses the idents of ended threads)
+        self._holder: tuple[threading.Thread | None, int] = (None, 0)
         self._rows: dict[str, TaskRecord] = {}
         self._keys: dict[str, str] = {}
         self._fires: set[tuple[str, datetime]] = set()
@@ -184,12 +185,11 @@ class MemoryStore(Store):
         self._counts: dict[TaskStatus, int] = dict.fromkeys(TERMINAL, 0)
 
     async def open(self) -> None:
-        me = threading.get_ident()
+        me = threading.current_thread()
         with _holder_lock:
             holder, count = self._holder
-            if count and holder != me:
-                alive = {t.ident for t in threading.enumerate()}
-                if holder in alive:
+            if count and holder is not me:
+                if holder is not None and holder.is_alive():
                     raise ConfigurationError(
                         f"this MemoryStore is in use by {count} running manager(s) in another"
                         " thread; a MemoryStore serves the managers of one event loop (give"
@@ -201,7 +201,7 @@ class MemoryStore(Store):
     async def close(self) -> None:
         with _holder_lock:
             holder, count = self._holder
-            if count and holder == threading.get_ident():
+            if count and holder is threading.current_thread():
                 self._holder = (holder, count - 1)
 
     # -- helpers -------------------------------------------------------------------------
