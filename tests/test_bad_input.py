@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 import os
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pytest
 
-from anytask import ConfigurationError, MemoryStore, PayloadError, TaskManager, TaskQuery, task_log
+from anytask import (
+    ConfigurationError,
+    MemoryStore,
+    PayloadError,
+    TaskManager,
+    TaskQuery,
+    TaskStatus,
+    task_log,
+)
 
 
 class Custom:
@@ -211,3 +219,58 @@ async def test_an_error_text_with_a_lone_surrogate_is_recorded_and_the_writer_go
 def test_bad_query_fields_fail_with_a_clear_error(fields: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(named)):
         TaskQuery(**fields)
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that knows no offset: Python takes such datetimes as naive."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("call_options", "says"),
+    [
+        pytest.param({"delay": 4e8}, "delay must be at most", id="delay-past-the-cap"),
+        pytest.param(
+            {"run_at": datetime(2030, 1, 1, tzinfo=_NoOffset())},
+            "run_at must be timezone-aware",
+            id="run_at-tzinfo-without-offset",
+        ),
+    ],
+)
+def test_call_options_out_of_bounds_say_which_bound(
+    call_options: dict[str, Any], says: str
+) -> None:
+    tm, job = make()
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        tm.add_task(job, **call_options)
+    assert tm._inserts == []
+
+
+def test_a_backoff_below_one_names_the_real_bound() -> None:
+    tm = TaskManager(store=MemoryStore())
+    for bad in (-2, 0, 0.5):
+        with pytest.raises(ConfigurationError, match=re.escape(f"backoff must be >= 1, got {bad}")):
+            tm.task(backoff=bad)(lambda: None)
+
+
+@pytest.mark.anyio
+async def test_replay_and_dead_letter_selections_name_the_argument_that_was_wrong() -> None:
+    tm = TaskManager(store=MemoryStore())
+    naive = datetime(2026, 1, 1)
+    async with tm:
+        for call in (tm.replay_many, tm.dead_letters):
+            with pytest.raises(ConfigurationError, match=r"^since must be a timezone-aware"):
+                await call(since=naive)
+            with pytest.raises(ConfigurationError, match=r"^until must be a timezone-aware"):
+                await call(until=naive)
+            with pytest.raises(TypeError, match="ids must be a collection of task ids"):
+                await call(ids="0b1c5e2e-8f5d-4a53-9d7e-2f3a4b5c6d7e")
+        assert await tm.counts() == dict.fromkeys(TaskStatus, 0)  # nothing was written

@@ -1756,7 +1756,8 @@ async def test_cancel_between_claim_and_start_cancels_the_attempt_at_once() -> N
         with anyio.fail_after(5):
             while (await tm.get(task_id)).status is not TaskStatus.RUNNING:  # type: ignore[union-attr]  # noqa: ASYNC110 - polling the store is the point
                 await anyio.sleep(0.01)
-        assert await tm.cancel(task_id) is TaskStatus.RUNNING
+        # claimed (the claim is on its way): the answer is the status it ends with
+        assert await tm.cancel(task_id) is TaskStatus.CANCELLED
         rec = await tm.wait(task_id, timeout=2)
     assert rec.status is TaskStatus.CANCELLED
 
@@ -1787,13 +1788,14 @@ async def test_cancel_right_after_adding_never_lets_the_task_run(kind: str, tmp_
             if answer is TaskStatus.SUCCESS:  # it had run already
                 assert rec.status is TaskStatus.SUCCESS
                 assert n in ran
-            else:  # cancel said pending-now-cancelled or running: it must not run
-                assert answer in (TaskStatus.CANCELLED, TaskStatus.RUNNING)
+            else:  # pending, or claimed and not started: cancelled, and it never runs
+                assert answer is TaskStatus.CANCELLED, (n, answer)
                 assert rec.status is TaskStatus.CANCELLED, (n, answer, rec.status)
                 assert n not in ran
     if kind == "memory":  # claimed at once by an idle worker: only a checkpoint lets it run
-        assert answers.get(TaskStatus.RUNNING, 0) > 0
         assert all(n % 4 == 3 for n in ran), ran
+    # a task claimed and not started yet is answered `cancelled`, not `running`
+    assert TaskStatus.RUNNING not in answers, answers
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
@@ -2157,3 +2159,127 @@ async def test_a_memory_store_left_open_by_a_thread_that_ended_can_be_taken_over
     finally:
         other_ended.set()
         other.join()
+
+
+# ------------------------------------------------------------- answers of cancel and wait
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_cancel_of_a_running_task_answers_how_it_ended(kind: str, tmp_path: Path) -> None:
+    # cancel() returns the status after the call: for a task running here, once its
+    # attempt is recorded; a task that holds the cancellation off for longer than a
+    # second is answered `running` after that second, and recorded when it gives in
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+    started: dict[str, anyio.Event] = {}
+
+    @tm.task
+    async def obedient(key: str) -> None:
+        started[key].set()
+        await anyio.sleep(30)
+
+    @tm.task
+    async def stubborn(key: str) -> None:
+        started[key].set()
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(1.5)
+        await anyio.lowlevel.checkpoint()  # where the cancellation lands
+
+    async with tm:
+        for fn, key in ((obedient, "o"), (stubborn, "s")):
+            started[key] = anyio.Event()
+            task_id = await tm.enqueue(fn, key)
+            with anyio.fail_after(5):
+                await started[key].wait()
+            t0 = anyio.current_time()
+            answer = await tm.cancel(task_id)
+            took = anyio.current_time() - t0
+            if fn is obedient:
+                assert answer is TaskStatus.CANCELLED
+                assert (await tm.get(task_id)).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+                assert took < 0.9, took
+            else:
+                assert answer is TaskStatus.RUNNING
+                assert 0.9 < took < 1.4, took
+                assert (await tm.wait(task_id, timeout=5)).status is TaskStatus.CANCELLED
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_wait_and_join_answer_at_once_when_done_even_with_no_time_left(
+    kind: str, tmp_path: Path
+) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+    gate = anyio.Event()
+
+    @tm.task
+    async def job() -> str:
+        await gate.wait()
+        return "done"
+
+    async with tm:
+        task_id = await tm.enqueue(job)
+        with pytest.raises(TimeoutError):
+            await tm.wait(task_id, timeout=0.05)
+        with pytest.raises(TimeoutError):
+            await tm.join(timeout=0.05)
+        gate.set()
+        await tm.join(timeout=5)
+        for no_time in (0, -1):
+            assert (await tm.wait(task_id, timeout=no_time)).result == "done"
+            await tm.join(timeout=no_time)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_replay_many_by_ids_leaves_out_unknown_ids_and_counts_its_limit(
+    kind: str, tmp_path: Path
+) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+
+    @tm.task
+    async def fails(n: int) -> None:
+        raise RuntimeError(f"boom {n}")
+
+    @tm.task
+    async def fine() -> None:
+        pass
+
+    async with tm:
+        dead = [await tm.enqueue(fails, n) for n in range(3)]
+        ok = await tm.enqueue(fine)
+        await tm.join(timeout=10)
+        unknown = "0b1c5e2e-8f5d-4a53-9d7e-2f3a4b5c6d7e"
+        picked = [dead[0], unknown, ok, dead[1], dead[2]]
+        assert [r.id for r in await tm.dead_letters(ids=picked)] == dead
+        plan = await tm.replay_many(ids=picked, dry_run=True)
+        assert [rec.id for rec, _ in plan] == dead
+        first = await tm.replay_many(ids=picked, limit=2)
+        assert [rec.id for rec, _ in first] == dead[:2]
+        rest = await tm.replay_many(ids=picked, limit=2)
+        assert [rec.id for rec, _ in rest] == dead[2:]  # the first two were replayed already
+        await tm.join(timeout=10)
+        assert await store.count(TaskQuery(replay_of=dead[0])) == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_only_the_tasks_own_timeout_is_reported_as_one(kind: str, tmp_path: Path) -> None:
+    # A task with a timeout that raises a TimeoutError of its own (a call it made timed
+    # out) is recorded with that error, not as having run out of its time.
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "t.db")
+    tm = make(store)
+
+    @tm.task(timeout=30)
+    async def own_error() -> None:
+        raise TimeoutError
+
+    @tm.task(timeout=0.05)
+    async def too_slow() -> None:
+        await anyio.sleep(5)
+
+    async with tm:
+        own = await tm.wait(await tm.enqueue(own_error), timeout=10)
+        slow = await tm.wait(await tm.enqueue(too_slow), timeout=10)
+    assert (own.status, own.error_type, own.error) == (TaskStatus.FAILED, "TimeoutError", "")
+    assert (slow.status, slow.error_type) == (TaskStatus.FAILED, "TimeoutError")
+    assert slow.error == "timed out after 0.05s"

@@ -651,15 +651,23 @@ class TaskManager:
                 delay = delay.total_seconds()
             if isinstance(delay, bool) or not isinstance(delay, int | float):
                 raise ConfigurationError(f"delay must be a number of seconds, got {delay!r}")
-            if not math.isfinite(delay) or delay < 0 or delay > MAX_WAIT * 10:
+            if not math.isfinite(delay) or delay < 0:
                 raise ConfigurationError(f"delay must be a finite number >= 0, got {delay!r}")
+            if delay > MAX_WAIT * 10:
+                raise ConfigurationError(
+                    f"delay must be at most {MAX_WAIT * 10:.0f} seconds (ten years), got {delay!r}"
+                )
             run_ts = now + delay
         elif run_at is not None:
             if not isinstance(run_at, datetime):
                 raise ConfigurationError(f"run_at must be a datetime, got {run_at!r}")
+            if run_at.tzinfo is None or run_at.utcoffset() is None:
+                raise ConfigurationError(
+                    f"run_at must be timezone-aware (e.g. datetime.now(UTC)), got {run_at!r}"
+                )
             try:
                 run_ts = max(to_ts(run_at), now)
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 raise ConfigurationError(f"run_at: {exc}") from None
         else:
             run_ts = now
@@ -863,31 +871,42 @@ class TaskManager:
         return TaskAdder(self)
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskRecord:
-        """Wait until the task reaches a terminal status and return its record."""
+        """Wait until the task reaches a terminal status and return its record. A task
+        that has ended already is returned whatever the ``timeout`` (also 0): the timeout
+        bounds the waiting between the looks at the store, not the looks."""
         if self._outer_tg is not None:
             await self.flush()
-        scope: AbstractContextManager[Any] = (
-            anyio.fail_after(timeout) if timeout is not None else nullcontext()
-        )
-        with scope:
-            while True:
-                event = self._waiters.get(task_id)
-                if event is None:
-                    event = self._waiters[task_id] = anyio.Event()
-                rec = await self._store.fetch(task_id)
-                if rec is None:
-                    raise TaskNotFound(f"no task with id {task_id!r}")
-                if rec.status.terminal:
-                    return rec
-                if self._outer_tg is None:
-                    raise ManagerStateError(
-                        f"task {task_id} is {rec.status.value} and the manager is not running"
-                    )
-                with anyio.move_on_after(self.poll_interval if self._store.shared else 5.0):
-                    await event.wait()
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            event = self._waiters.get(task_id)
+            if event is None:
+                event = self._waiters[task_id] = anyio.Event()
+            rec = await self._store.fetch(task_id)
+            if rec is None:
+                raise TaskNotFound(f"no task with id {task_id!r}")
+            if rec.status.terminal:
+                return rec
+            if self._outer_tg is None:
+                raise ManagerStateError(
+                    f"task {task_id} is {rec.status.value} and the manager is not running"
+                )
+            pause = self.poll_interval if self._store.shared else 5.0
+            if deadline is not None:
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    raise TimeoutError(f"task {task_id} is still {rec.status.value}")
+                pause = min(pause, left)
+            with anyio.move_on_after(pause):
+                await event.wait()
 
     async def join(self, *, timeout: float | None = None) -> None:
-        """Wait until no task is pending or running (including delayed retries)."""
+        """Wait until no task is pending or running (including delayed retries). When
+        none is, this returns whatever the ``timeout`` (also 0)."""
+        if self._outer_tg is not None:
+            await self.flush()
+        idle_here = self._outer_tg is None or not self._busy_here()
+        if idle_here and not await self._store.has_unfinished():  # (not cut by the timeout)
+            return
         scope: AbstractContextManager[Any] = (
             anyio.fail_after(timeout) if timeout is not None else nullcontext()
         )
@@ -912,14 +931,17 @@ class TaskManager:
         return bool(self._occupied or self._active or self._outcomes or self._writing)
 
     async def cancel(self, task_id: str) -> TaskStatus:
-        """Cancel a task. Pending: cancelled at once. Running here: its cancel scope is
-        cancelled and it is recorded ``cancelled``. Running on another instance: that
-        instance cancels it at its next heartbeat. Returns the status after the call
-        (a terminal task is left as it is)."""
+        """Cancel a task. Pending, or claimed by this instance and not started yet:
+        cancelled at once. Running here: its cancel scope is cancelled, and the call
+        returns once the attempt is recorded (``cancelled``, or how it ended if it ended
+        first), or after a second if the task holds off the cancellation (it is recorded
+        when it gives in). Running on another instance: that instance cancels it at its
+        next heartbeat. Returns the status after the call (a terminal task is left as it
+        is)."""
         slot = self._active.get(task_id)
         if slot is not None and slot.reason is None:
             slot.cancel("cancel")
-            return TaskStatus.RUNNING
+            return await self._settled(task_id)
         if self._outer_tg is not None and self._committed < self._submitted:
             await self.flush()  # it may have been added a moment ago: in the store first
         status = await self._store.cancel(task_id, self.clock.now())
@@ -936,7 +958,14 @@ class TaskManager:
             if slot is not None:  # it started while the store was asked
                 slot.cancel("cancel")
             elif task_id in self._claimed:  # claimed here, not started yet
-                self._cancel_soon.add(task_id)
+                rec = next((r for r in self._backlog if r.id == task_id), None)
+                if rec is None:  # (a worker holds it: it records it instead of starting it)
+                    self._cancel_soon.add(task_id)
+                else:  # recorded cancelled here and now, without a worker
+                    self._backlog.remove(rec)
+                    self._claimed.discard(task_id)
+                    self._finish(rec, self._outcome(rec, "cancel", None, None, _Active(rec)))
+                return await self._settled(task_id)
             else:
                 # it ended here a moment ago (its outcome may still be on its way to the
                 # store: then the answer is that outcome, or cancelled, the store having
@@ -952,6 +981,23 @@ class TaskManager:
                 if rec is not None and rec.status.terminal:
                     return rec.status
         return status
+
+    async def _settled(self, task_id: str) -> TaskStatus:
+        """The status of a task of this instance that :meth:`cancel` has just cancelled,
+        once its attempt has ended and its outcome is committed (waiting at most a
+        second: a task may hold off a cancellation; it is then still ``running``)."""
+        run = self._run_id
+        with anyio.move_on_after(1.0):
+            while (
+                task_id in self._active
+                or task_id in self._claimed
+                or self._outcome_pending(task_id)
+            ) and (self._write_error is None and self._run_id is run):
+                await self._wait_changed(0.01)
+        rec = await self._store.fetch(task_id)
+        if rec is None:  # (purged meanwhile)
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return rec.status
 
     def _outcome_pending(self, task_id: str) -> bool:
         """An outcome of ``task_id`` was handed to the writer and is not committed yet."""
@@ -1082,13 +1128,23 @@ class TaskManager:
         window, page by page: ``limit`` counts the ones not replayed), and the generation
         of each one's replay goes into it."""
         if ids is not None:
+            if isinstance(ids, str):
+                raise TypeError(f"ids must be a collection of task ids, not the str {ids!r}")
             wanted = list(dict.fromkeys(ids))
             found = {r.id: r for r in await self._store.fetch_many(wanted)}
-            missing = [i for i in wanted if i not in found]
-            if missing:
-                raise TaskNotFound(f"no task with id {missing[0]!r}")
-            dead = [found[i] for i in wanted if found[i].status in DEAD]
-            return dead if generations is None else await self._not_replayed(dead, generations)
+            # unknown ids and tasks that are not dead are left out
+            dead = [found[i] for i in wanted if i in found and found[i].status in DEAD]
+            if generations is not None:
+                dead = await self._not_replayed(dead, generations)
+            return dead[:limit]
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and (
+                not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a timezone-aware datetime (e.g. datetime.now(UTC)), "
+                    f"got {value!r}"
+                )
         out: list[TaskRecord] = []
         cursor: int | None = None
         while len(out) < limit:
@@ -1995,9 +2051,10 @@ class TaskManager:
         ctx_token = _current.set(active)
         result: Any = None
         failure: BaseException | None = None
+        deadline: anyio.CancelScope | None = None
         try:
             if rec.timeout is not None:
-                with anyio.fail_after(rec.timeout):
+                with anyio.fail_after(rec.timeout) as deadline:
                     result = await self._call(defn, args, kwargs)
             elif defn.is_async:
                 result = await defn.fn(*args, **kwargs)
@@ -2020,7 +2077,10 @@ class TaskManager:
                 self._active[rec.id] = newer
         slot.record = slot.active = None
         if failure is not None or result is not None or active._logs or active.dropped:
-            self._finish(rec, self._outcome(rec, None, result, failure, active))
+            # a timeout of its own, not a TimeoutError the task raised itself
+            timed_out = deadline is not None and deadline.cancelled_caught
+            reason = "timeout" if timed_out else None
+            self._finish(rec, self._outcome(rec, reason, result, failure, active))
             return None
         # a plain success: what _outcome makes of it, without its other cases
         store = self._inline_store
@@ -2212,7 +2272,7 @@ class TaskManager:
                         result = cloned(result)
             return made(TaskStatus.SUCCESS, result=result)
         error_type = clean_text(type(failure).__qualname__)
-        if isinstance(failure, TimeoutError) and rec.timeout is not None:
+        if reason == "timeout" and rec.timeout is not None:
             message = _safe_str(failure) or f"timed out after {rec.timeout:g}s"
         else:
             message = _safe_str(failure)

@@ -296,15 +296,22 @@ class ScheduleState:
 MAX_WAIT = 366 * 86400.0  # no computed retry wait exceeds a year
 
 
-def _number(option: str, value: Any, *, allow_none: bool = False, positive: bool = False) -> None:
+def _number(
+    option: str,
+    value: Any,
+    *,
+    allow_none: bool = False,
+    positive: bool = False,
+    minimum: float = 0.0,
+) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"{option} must be a number, got {value!r}")
     if math.isnan(value) or math.isinf(value):
         raise ConfigurationError(f"{option} must be finite, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
+    if value < minimum or (positive and value == 0):
+        bound = "> 0" if positive else f">= {minimum:g}"
         raise ConfigurationError(f"{option} must be {bound}, got {value!r}")
 
 
@@ -354,9 +361,7 @@ class TaskOptions:
         if self.retries < 0:
             raise ConfigurationError(f"retries must be >= 0, got {self.retries}")
         _number("delay", self.delay)
-        _number("backoff", self.backoff)
-        if self.backoff < 1:
-            raise ConfigurationError(f"backoff must be >= 1, got {self.backoff!r}")
+        _number("backoff", self.backoff, minimum=1)
         _number("max_delay", self.max_delay, allow_none=True)
         _number("jitter", self.jitter)
         if self.jitter > 1:
