@@ -198,3 +198,59 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for command in ("demo", "inspect", "show", "replay", "worker"):
         assert command in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inspect"],
+        ["show", "0b1c5e2e-8f5d-4a53-9d7e-2f3a4b5c6d7e"],
+        ["replay", "0b1c5e2e-8f5d-4a53-9d7e-2f3a4b5c6d7e"],
+        ["purge", "--older-than", "7d"],
+    ],
+)
+def test_commands_on_a_missing_file_say_so_and_create_nothing(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a mistyped --db names no store: the commands read or change an existing one, so
+    # they must not make a new, empty database there (and report zero tasks from it)
+    typo = tmp_path / "typo.db"
+    assert main([command[0], "--db", str(typo), *command[1:]]) == 2
+    assert f"no database file at {str(typo)!r}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replay_of_an_unknown_id_fails_the_command(
+    db_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad, _ = _fill(db_path)
+    unknown = "0b1c5e2e-8f5d-4a53-9d7e-2f3a4b5c6d7e"
+    assert main(["replay", "--db", db_path, unknown, bad]) == 1  # bad is replayed all the same
+    captured = capsys.readouterr()
+    assert f"{unknown}: no such task" in captured.err
+    assert f"{bad} -> " in captured.out
+
+
+def test_a_store_error_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_sqlite = tmp_path / "notes.db"
+    not_sqlite.write_text("these are my notes, not a database\n" * 200)
+    assert main(["inspect", "--db", str(not_sqlite)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("anytask: "), err
+    assert str(not_sqlite) in err, err
+    assert "Traceback" not in err
+    assert not_sqlite.read_text() == "these are my notes, not a database\n" * 200
+
+
+def test_python_dash_m_anytask_runs_the_command() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "anytask", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "inspect" in proc.stdout

@@ -2283,3 +2283,106 @@ async def test_only_the_tasks_own_timeout_is_reported_as_one(kind: str, tmp_path
     assert (own.status, own.error_type, own.error) == (TaskStatus.FAILED, "TimeoutError", "")
     assert (slow.status, slow.error_type) == (TaskStatus.FAILED, "TimeoutError")
     assert slow.error == "timed out after 0.05s"
+
+
+class FailingInsertsStore(MemoryStore):
+    """write_batch with records fails while ``fail`` is set (a file locked by another
+    program, a full disk); everything goes through the writer."""
+
+    fail = False
+
+    @property
+    def inline(self) -> bool:
+        return False
+
+    async def write_batch(self, records: Any, outcomes: Any, *args: Any) -> Any:
+        if records and self.fail:
+            raise StoreError("database is locked")
+        return await super().write_batch(records, outcomes, *args)
+
+
+async def test_an_enqueue_that_raises_leaves_nothing_to_run_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # enqueue() raising means "not accepted": once the store works again, neither the
+    # task of the caller that was already waiting nor that of one who came later is
+    # written and run (a caller retrying after the error would run it twice). Both are
+    # told, with what the store said, as soon as the writer gives up waiting for it.
+    caplog.set_level("CRITICAL", logger="anytask")  # (the writer logs every failed try)
+    store = FailingInsertsStore()
+    tm = make(store)
+    ran: list[str] = []
+
+    @tm.task
+    async def charge(order: str) -> None:
+        ran.append(order)
+
+    async with tm:
+        await tm.wait(await tm.enqueue(charge, "warm-up"), timeout=5)
+        store.fail = True
+        errors: dict[str, tuple[BaseException, float]] = {}
+        t0 = anyio.current_time()
+
+        async def order(name: str, after: float) -> None:
+            await anyio.sleep(after)
+            try:
+                await tm.enqueue(charge, name)
+            except StoreError as exc:
+                errors[name] = (exc, anyio.current_time() - t0)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(order, "first", 0)
+                tg.start_soon(order, "second", 2.0)
+        assert set(errors) == {"first", "second"}, errors
+        for exc, _ in errors.values():
+            assert "writing to the store keeps failing: database is locked" in str(exc)
+        # the one waiting since the start heard of it together with the later one
+        assert abs(errors["first"][1] - errors["second"][1]) < 1.0, errors
+        store.fail = False
+        # until the writer's next try succeeds, an enqueue fails at once (and withdraws)
+        refused = 0
+        with anyio.fail_after(15):
+            while True:
+                try:
+                    await tm.wait(await tm.enqueue(charge, "after"), timeout=10)
+                    break
+                except StoreError:
+                    refused += 1
+                    await anyio.sleep(0.5)
+        await tm.join(timeout=5)
+    assert ran == ["warm-up", "after"]  # none of the refused ones ran
+    assert await store.count() == 2
+
+
+@pytest.mark.parametrize("requeue", [False, True])
+async def test_a_fixed_instance_id_recovers_what_an_earlier_process_held_in_its_name(
+    requeue: bool, tmp_path: Path
+) -> None:
+    # A process with instance_id="web-1" was killed while it ran a task, and is started
+    # again at once: the task's lease is still live, and without a look at it the new
+    # process's heartbeat (renewing every lease held as "web-1") would keep it `running`
+    # for good. The start recovers it, as recovery would once the lease ran out.
+    path = tmp_path / "t.db"
+    tm = TaskManager(store=SQLiteStore(path), instance_id="web-1", lease=3600)
+    ran: list[int] = []
+
+    @tm.task(requeue_on_interrupt=requeue)
+    async def job(n: int) -> None:
+        ran.append(n)
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.insert([tm._build(job, (1,), {})])
+        now = tm.clock.now()
+        [held] = await store.claim("web-1", 1, now, now + timedelta(hours=1))  # the dead one's
+    finally:
+        await store.close()
+    async with tm:
+        if requeue:
+            rec = await tm.wait(held.id, timeout=10)
+            assert (rec.status, rec.attempts, ran) == (TaskStatus.SUCCESS, 2, [1])
+        else:
+            rec = await tm.wait(held.id, timeout=10)
+            assert (rec.status, rec.error_type, ran) == (TaskStatus.INTERRUPTED, "Interrupted", [])

@@ -756,6 +756,35 @@ async def test_recover_requeues_or_interrupts_by_flag(store: Store) -> None:
     assert [r.id for r in await claim_all(store, now=at(31))] == ["requeue"]
 
 
+async def test_recover_ends_a_task_whose_cancel_was_requested_cancelled(store: Store) -> None:
+    # The cancel of a task whose instance died before its next heartbeat is not lost: the
+    # task is not requeued (it would run again to its end) nor left a dead letter.
+    await store.insert(
+        [
+            make(id="requeue", requeue_on_interrupt=True),
+            make(id="plain"),
+            make(id="untouched", requeue_on_interrupt=True),
+        ]
+    )
+    await store.claim("gone", 10, T0, at(30))
+    assert await store.cancel("requeue", at(5)) is TaskStatus.RUNNING
+    assert await store.cancel("plain", at(5)) is TaskStatus.RUNNING
+    res = await store.recover(at(31))
+    assert sorted(res.cancelled) == ["plain", "requeue"]
+    assert res.requeued == ["untouched"]
+    assert res.interrupted == []
+    for task_id in ("requeue", "plain"):
+        rec = store.get(task_id)
+        assert rec is not None
+        assert (rec.status, rec.error_type, rec.ended_at) == (
+            TaskStatus.CANCELLED,
+            "Cancelled",
+            at(31),
+        )
+        assert (rec.owner, rec.lease_expires_at, rec.cancel_requested) == (None, None, False)
+    assert [r.id for r in await claim_all(store, now=at(31))] == ["untouched"]
+
+
 async def test_recover_never_touches_live_leases(store: Store) -> None:
     await store.insert([make(id="live"), make(id="edge", requeue_on_interrupt=True)])
     await store.claim("alive", 1, T0, at(100))

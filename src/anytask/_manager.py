@@ -797,8 +797,7 @@ class TaskManager:
         """Queue ``fn(*args, **kwargs)``; when this returns, the task is in the store."""
         self._require_running("enqueue")
         rec = self._build(fn, args, dict(kwargs))
-        mark = self._submit([rec])
-        await self._wait_committed(mark)
+        await self._commit_or_withdraw([rec], self._submit([rec]))
         return rec.id
 
     async def enqueue_many(
@@ -807,9 +806,30 @@ class TaskManager:
         """Queue many ``(fn, args, kwargs)`` calls in one commit; returns their ids."""
         self._require_running("enqueue_many")
         records = [self._build(fn, tuple(args), dict(kwargs)) for fn, args, kwargs in calls]
-        mark = self._submit(records)
-        await self._wait_committed(mark)
+        await self._commit_or_withdraw(records, self._submit(records))
         return [r.id for r in records]
+
+    async def _commit_or_withdraw(self, records: builtins.list[TaskRecord], mark: int) -> None:
+        """Wait for the commit of ``records``. When it cannot come (the store keeps
+        failing, the manager stopped first), they are withdrawn before the error is
+        raised, so that an error means that none of them will run: not even when the
+        store recovers or the manager starts again. Those a write in flight committed all
+        the same are cancelled (or, all of them committed, there is no error)."""
+        try:
+            await self._wait_committed(mark)
+        except (StoreError, ManagerStateError):
+            with anyio.CancelScope(shield=True):
+                committed = await self._withdraw(records)
+                if len(committed) == len(records):
+                    return
+                for rec in committed:
+                    try:
+                        await self.cancel(rec.id)
+                    except Exception:
+                        log.exception(
+                            "anytask: could not cancel task %s of a failed enqueue", rec.id
+                        )
+            raise
 
     async def flush(self) -> None:
         """Wait until every task queued so far (by any thread) is committed."""
@@ -824,7 +844,9 @@ class TaskManager:
     async def _wait_committed(self, mark: int) -> None:
         while self._committed < mark:
             if self._write_error is not None:
-                raise StoreError("the store writer stopped") from self._write_error
+                raise StoreError(
+                    f"writing to the store keeps failing: {self._write_error}"
+                ) from self._write_error
             signal = self._committed_signal
             if signal is None:
                 raise ManagerStateError("the task manager stopped before the commit")
@@ -1272,6 +1294,12 @@ class TaskManager:
 
     async def _serve(self, task_status: AnyioTaskStatus[None]) -> None:
         started_at = self.clock.now()
+        if self._fixed_instance_id is not None:
+            # Nothing runs in this instance yet: tasks held in its name are leftovers of
+            # an earlier process with the same id (killed, then started again within its
+            # lease). Their leases end now, so that recovery takes them, instead of this
+            # instance's heartbeat renewing them for good.
+            await self._store.heartbeat(self.instance_id, started_at - timedelta(microseconds=1))
         await self._store.recover(started_at)
         if not self.requeue_pending:
             n = await self._store.interrupt_pending(started_at, started_at)
@@ -1558,6 +1586,10 @@ class TaskManager:
                 self._fire_changed()
                 if delay >= 5.0:  # failing for a while: callers waiting on a commit raise
                     self._write_error = exc
+                    # (those waiting already, too: wake them to see it)
+                    signal, self._committed_signal = self._committed_signal, anyio.Event()
+                    if signal is not None:
+                        signal.set()
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -2372,7 +2404,7 @@ class TaskManager:
                 recovered = await self._store.recover(from_ts(self.clock.time()))
                 if recovered.requeued:
                     self._wake_dispatcher()
-                if recovered.interrupted:
-                    self._notify_terminal(recovered.interrupted)
+                if recovered.interrupted or recovered.cancelled:
+                    self._notify_terminal(recovered.interrupted + recovered.cancelled)
             except Exception:
                 log.exception("anytask: heartbeat failed; retrying")

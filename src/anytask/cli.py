@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 import signal
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from ._errors import AnytaskError
 from ._manager import PURGE_BATCH, TaskManager, purge_in_batches
 from ._models import TaskQuery, TaskRecord, TaskStatus
 
@@ -108,12 +110,14 @@ async def _replay(args: argparse.Namespace) -> int:
         # The replays are written straight to the store; the app's running instances
         # pick them up. Nothing runs in this process.
         builder = TaskManager(store=store)
+        status = 0  # 1 when an id names no task
         wanted = list(dict.fromkeys(args.task_ids))
         found = {r.id: r for r in await store.fetch_many(wanted)}
         for task_id in wanted:
             rec = found.get(task_id)
             if rec is None:
                 print(f"{task_id}: no such task", file=sys.stderr)
+                status = 1
             elif not rec.status.dead:
                 print(f"{task_id}: {rec.status.value}, not replayed (only failed/interrupted)")
             else:
@@ -130,7 +134,7 @@ async def _replay(args: argparse.Namespace) -> int:
                     print(f"{task_id}: already replayed as {new.id}, not replayed again")
     finally:
         await store.close()
-    return 0
+    return status
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -252,7 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         return _worker(args)
     handler = {"inspect": _inspect, "show": _show, "replay": _replay, "purge": _purge}[args.command]
-    result: int = anyio.run(handler, args)
+    if not os.path.isfile(args.db):  # these read or change an existing store, never make one
+        print(f"anytask: no database file at {args.db!r}", file=sys.stderr)
+        return 2
+    try:
+        result: int = anyio.run(handler, args)
+    except AnytaskError as exc:  # (a locked, damaged or newer file: the message names it)
+        print(f"anytask: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

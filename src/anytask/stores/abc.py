@@ -120,6 +120,8 @@ class BatchResult:
 class RecoveryResult:
     requeued: builtins.list[str] = field(default_factory=list)
     interrupted: builtins.list[str] = field(default_factory=list)
+    #: tasks whose cancel was requested before their instance stopped: ``cancelled``
+    cancelled: builtins.list[str] = field(default_factory=list)
 
 
 def purge_filter(
@@ -245,7 +247,9 @@ class Store(ABC):
 
     @abstractmethod
     async def recover(self, now: datetime) -> RecoveryResult:
-        """Requeue or interrupt running records whose lease expired before ``now``."""
+        """Requeue or interrupt running records whose lease expired before ``now``. One
+        whose cancel was requested (``cancel_requested``) ends ``cancelled`` instead, at
+        ``now``: the request outlives the instance that was running the task."""
 
     @abstractmethod
     async def cancel(self, task_id: str, now: datetime) -> TaskStatus | None:

@@ -476,8 +476,14 @@ class MemoryStore(Store):
             del self._running[rec.id]
             rec.owner = None
             rec.lease_expires_at = None
-            rec.cancel_requested = False
-            if rec.requeue_on_interrupt:
+            asked, rec.cancel_requested = rec.cancel_requested, False
+            if asked:  # the request outlives the instance that ran the task
+                self._move(rec, TaskStatus.CANCELLED)
+                rec.ended_at = now
+                rec.error_type = "Cancelled"
+                rec.error = "cancelled"
+                res.cancelled.append(rec.id)
+            elif rec.requeue_on_interrupt:
                 self._move(rec, _PENDING)
                 rec.run_after = now
                 self._enqueue(rec)

@@ -353,11 +353,16 @@ _COMPLETE_RETRY_ID = _COMPLETE_RETRY.format(key=_BY_ID)
 _RECOVER = """
 UPDATE anytask_tasks INDEXED BY anytask_tasks_owner
 SET owner = NULL, lease_expires_at = NULL, cancel_requested = 0,
-    status = CASE WHEN requeue_on_interrupt THEN 'pending' ELSE 'interrupted' END,
-    run_after = CASE WHEN requeue_on_interrupt THEN ?1 ELSE run_after END,
-    ended_at = CASE WHEN requeue_on_interrupt THEN ended_at ELSE ?1 END,
-    error_type = CASE WHEN requeue_on_interrupt THEN error_type ELSE 'Interrupted' END,
-    error = CASE WHEN requeue_on_interrupt THEN error ELSE ?2 END
+    status = CASE WHEN cancel_requested THEN 'cancelled'
+        WHEN requeue_on_interrupt THEN 'pending' ELSE 'interrupted' END,
+    run_after = CASE WHEN requeue_on_interrupt AND NOT cancel_requested THEN ?1
+        ELSE run_after END,
+    ended_at = CASE WHEN requeue_on_interrupt AND NOT cancel_requested THEN ended_at
+        ELSE ?1 END,
+    error_type = CASE WHEN cancel_requested THEN 'Cancelled'
+        WHEN requeue_on_interrupt THEN error_type ELSE 'Interrupted' END,
+    error = CASE WHEN cancel_requested THEN 'cancelled'
+        WHEN requeue_on_interrupt THEN error ELSE ?2 END
 WHERE status = 'running' AND lease_expires_at < ?1
 RETURNING id, status
 """
@@ -1540,8 +1545,9 @@ class SQLiteStore(Store):
             return conn.execute(_RECOVER, params).fetchall()
 
         res = RecoveryResult()
+        lists = {"pending": res.requeued, "cancelled": res.cancelled}
         for task_id, status in await self._write(run):
-            (res.requeued if status == "pending" else res.interrupted).append(task_id)
+            lists.get(status, res.interrupted).append(task_id)
         return res
 
     async def cancel(self, task_id: str, now: datetime) -> TaskStatus | None:
