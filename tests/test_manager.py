@@ -1599,13 +1599,15 @@ class SharedMemoryStore(MemoryStore):
         self.claimed.setdefault(owner, set()).update(r.id for r in records)
         return records
 
-    async def heartbeat(self, owner: str, lease_until: Any) -> HeartbeatResult:
+    async def heartbeat(
+        self, owner: str, lease_until: Any, task_ids: Any = None
+    ) -> HeartbeatResult:
         if owner == self.silent_owner:
             return HeartbeatResult()
         if owner == self.stale_owner:
             # claims every lease it ever got is still held, and extends none of them
             return HeartbeatResult(held=set(self.claimed.get(owner, ())))
-        return await super().heartbeat(owner, lease_until)
+        return await super().heartbeat(owner, lease_until, task_ids)
 
     async def complete(self, outcomes: Any) -> list[bool]:
         result = await super().complete(outcomes)
@@ -2360,11 +2362,11 @@ async def test_a_fixed_instance_id_recovers_what_an_earlier_process_held_in_its_
     requeue: bool, tmp_path: Path
 ) -> None:
     # A process with instance_id="web-1" was killed while it ran a task, and is started
-    # again at once: the task's lease is still live, and without a look at it the new
-    # process's heartbeat (renewing every lease held as "web-1") would keep it `running`
-    # for good. The start recovers it, as recovery would once the lease ran out.
+    # again at once, while the task's lease is still live. The new process renews the
+    # leases of what it holds only (renewing every lease held as "web-1" would keep the
+    # task `running` for good), so the lease runs out and recovery takes the task.
     path = tmp_path / "t.db"
-    tm = TaskManager(store=SQLiteStore(path), instance_id="web-1", lease=3600)
+    tm = TaskManager(store=SQLiteStore(path), instance_id="web-1", lease=1.5)
     ran: list[int] = []
 
     @tm.task(requeue_on_interrupt=requeue)
@@ -2376,7 +2378,7 @@ async def test_a_fixed_instance_id_recovers_what_an_earlier_process_held_in_its_
     try:
         await store.insert([tm._build(job, (1,), {})])
         now = tm.clock.now()
-        [held] = await store.claim("web-1", 1, now, now + timedelta(hours=1))  # the dead one's
+        [held] = await store.claim("web-1", 1, now, now + timedelta(seconds=1.5))  # the dead one's
     finally:
         await store.close()
     async with tm:
@@ -2386,3 +2388,103 @@ async def test_a_fixed_instance_id_recovers_what_an_earlier_process_held_in_its_
         else:
             rec = await tm.wait(held.id, timeout=10)
             assert (rec.status, rec.error_type, ran) == (TaskStatus.INTERRUPTED, "Interrupted", [])
+
+
+async def test_two_live_instances_sharing_an_id_keep_their_own_tasks(tmp_path: Path) -> None:
+    # `anytask worker module:tm` imports the web app's manager, instance_id and all: two
+    # live processes then share the id. Neither may take the other's running task
+    # (nor renew it: each renews what it holds).
+    path = tmp_path / "t.db"
+    ran: list[str] = []
+
+    def make_one() -> TaskManager:
+        tm = TaskManager(store=SQLiteStore(path), instance_id="web-1", lease=0.6)
+
+        @tm.task(name="slow", requeue_on_interrupt=True)
+        async def slow(who: str) -> None:
+            ran.append(who)
+            await anyio.sleep(2.0)  # three leases long: it lives on renewals
+
+        return tm
+
+    a, b = make_one(), make_one()
+    async with a:
+        task_id = await a.enqueue("slow", "a")
+        with anyio.fail_after(5):
+            while not ran:  # noqa: ASYNC110 - waiting for the start is the point
+                await anyio.sleep(0.01)
+        async with b:
+            rec = await b.wait(task_id, timeout=10)
+    assert (rec.status, rec.attempts, ran) == (TaskStatus.SUCCESS, 1, ["a"])
+
+
+async def test_a_failed_enqueue_many_cancels_what_was_committed_of_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 2,500 tasks go in two commits; the first commits, the second keeps failing: the
+    # call raises, the part not written is withdrawn and the part written is cancelled,
+    # so that none of them runs (the caller was told they were not accepted)
+    caplog.set_level("CRITICAL", logger="anytask")
+    store = FailingInsertsStore()
+    tm = make(store, max_concurrency=1)
+    gate = anyio.Event()
+    ran: list[int] = []
+
+    @tm.task
+    async def blocker() -> None:
+        await gate.wait()
+
+    @tm.task
+    async def job(n: int) -> None:
+        ran.append(n)
+
+    calls = 0
+    write_batch = store.write_batch
+
+    async def second_fails(records: Any, outcomes: Any, *args: Any) -> Any:
+        nonlocal calls
+        if records:
+            calls += 1
+            store.fail = calls >= 2
+        return await write_batch(records, outcomes, *args)
+
+    store.write_batch = second_fails  # type: ignore[method-assign]
+    async with tm:
+        blocking = await tm.enqueue(blocker)  # (its commit is the first call)
+        calls = 0
+        with pytest.raises(StoreError, match="keeps failing"):
+            await tm.enqueue_many([(job, (n,), {}) for n in range(2500)])
+        store.fail = False
+        store.write_batch = write_batch  # type: ignore[method-assign]
+        with anyio.fail_after(15):
+            while tm._write_error is not None:  # noqa: ASYNC110 - until the writer's next try
+                await anyio.sleep(0.1)
+        gate.set()
+        await tm.wait(blocking, timeout=10)
+        await tm.join(timeout=20)
+        counts = await tm.counts()
+    assert ran == []
+    assert counts[TaskStatus.CANCELLED] == 2000  # the committed part
+    assert counts[TaskStatus.PENDING] == counts[TaskStatus.RUNNING] == 0
+
+
+async def test_join_keeps_to_its_timeout_while_commits_are_failing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("CRITICAL", logger="anytask")
+    store = FailingInsertsStore()
+    tm = make(store)
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    async with tm:
+        store.fail = True
+        task_id = tm.add_task(job)
+        t0 = anyio.current_time()
+        with pytest.raises(TimeoutError):
+            await tm.join(timeout=0.3)
+        assert anyio.current_time() - t0 < 1.5
+        store.fail = False
+        assert (await tm.wait(task_id, timeout=10)).status is TaskStatus.SUCCESS

@@ -716,6 +716,23 @@ async def test_heartbeat_extends_only_the_owners_leases(store: Store) -> None:
     assert leases == {"a1": at(90), "a2": at(90), "b1": at(30)}
 
 
+async def test_heartbeat_with_ids_renews_only_those(store: Store) -> None:
+    # an instance renews what it holds; what an earlier process left in the same owner's
+    # name runs out and is recovered
+    await store.insert([make(id="mine"), make(id="left-behind")])
+    await store.claim("web-1", 10, T0, at(30))
+    assert await store.cancel("mine", at(1)) is TaskStatus.RUNNING
+    hb = await store.heartbeat("web-1", at(90), {"mine", "unknown"})
+    assert hb.held == {"mine"}
+    assert hb.cancel_requested == {"mine"}
+    leases = {i: r.lease_expires_at for i in ("mine", "left-behind") if (r := store.get(i))}
+    assert leases == {"mine": at(90), "left-behind": at(30)}
+    assert (await store.heartbeat("web-1", at(95), set())).held == set()
+    res = await store.recover(at(31))
+    assert res.interrupted == ["left-behind"]
+    assert store.get("mine").status is TaskStatus.RUNNING  # type: ignore[union-attr]
+
+
 async def test_heartbeat_reports_cancel_requests(store: Store) -> None:
     await store.insert([make(id="a1"), make(id="a2")])
     await claim_all(store, "a")

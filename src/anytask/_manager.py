@@ -824,7 +824,7 @@ class TaskManager:
                     return
                 for rec in committed:
                     try:
-                        await self.cancel(rec.id)
+                        await self._cancel_stored(rec.id)
                     except Exception:
                         log.exception(
                             "anytask: could not cancel task %s of a failed enqueue", rec.id
@@ -896,6 +896,8 @@ class TaskManager:
         """Wait until the task reaches a terminal status and return its record. A task
         that has ended already is returned whatever the ``timeout`` (also 0): the timeout
         bounds the waiting between the looks at the store, not the looks."""
+        if timeout is not None and timeout != timeout:
+            raise ConfigurationError("timeout must be a number of seconds, got nan")
         if self._outer_tg is not None:
             await self.flush()
         deadline = None if timeout is None else anyio.current_time() + timeout
@@ -924,9 +926,9 @@ class TaskManager:
     async def join(self, *, timeout: float | None = None) -> None:
         """Wait until no task is pending or running (including delayed retries). When
         none is, this returns whatever the ``timeout`` (also 0)."""
-        if self._outer_tg is not None:
-            await self.flush()
-        idle_here = self._outer_tg is None or not self._busy_here()
+        idle_here = self._outer_tg is None or (
+            not self._busy_here() and self._committed >= self._submitted
+        )
         if idle_here and not await self._store.has_unfinished():  # (not cut by the timeout)
             return
         scope: AbstractContextManager[Any] = (
@@ -966,6 +968,10 @@ class TaskManager:
             return await self._settled(task_id)
         if self._outer_tg is not None and self._committed < self._submitted:
             await self.flush()  # it may have been added a moment ago: in the store first
+        return await self._cancel_stored(task_id)
+
+    async def _cancel_stored(self, task_id: str) -> TaskStatus:
+        """:meth:`cancel` of a task that is in the store (no flush first)."""
         status = await self._store.cancel(task_id, self.clock.now())
         if status is None:
             raise TaskNotFound(f"no task with id {task_id!r}")
@@ -1149,6 +1155,8 @@ class TaskManager:
         """:meth:`dead_letters`; with ``generations``, only those not replayed yet (for a
         window, page by page: ``limit`` counts the ones not replayed), and the generation
         of each one's replay goes into it."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigurationError(f"limit must be an int >= 0, got {limit!r}")
         if ids is not None:
             if isinstance(ids, str):
                 raise TypeError(f"ids must be a collection of task ids, not the str {ids!r}")
@@ -1294,12 +1302,6 @@ class TaskManager:
 
     async def _serve(self, task_status: AnyioTaskStatus[None]) -> None:
         started_at = self.clock.now()
-        if self._fixed_instance_id is not None:
-            # Nothing runs in this instance yet: tasks held in its name are leftovers of
-            # an earlier process with the same id (killed, then started again within its
-            # lease). Their leases end now, so that recovery takes them, instead of this
-            # instance's heartbeat renewing them for good.
-            await self._store.heartbeat(self.instance_id, started_at - timedelta(microseconds=1))
         await self._store.recover(started_at)
         if not self.requeue_pending:
             n = await self._store.interrupt_pending(started_at, started_at)
@@ -2387,7 +2389,12 @@ class TaskManager:
             await anyio.sleep(interval)
             try:
                 now = self.clock.time()
-                hb = await self._store.heartbeat(self.instance_id, from_ts(now + self.lease))
+                # only what this instance holds: tasks left in its name by an earlier
+                # process with the same (fixed) instance id must run out and be recovered
+                held = {*self._active, *self._claimed}
+                held.update(out.id for out, _ in self._outcomes)
+                held.update(out.id for out, _ in self._outs_writing)
+                hb = await self._store.heartbeat(self.instance_id, from_ts(now + self.lease), held)
                 for task_id, slot in list(self._active.items()):
                     active = slot.active
                     if slot.reason is not None or active is None:

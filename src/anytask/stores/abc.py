@@ -242,8 +242,15 @@ class Store(ABC):
         return BatchResult(inserted, completed, claimed)
 
     @abstractmethod
-    async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
-        """Extend the leases of every running record held by ``owner``."""
+    async def heartbeat(
+        self, owner: str, lease_until: datetime, task_ids: Collection[str] | None = None
+    ) -> HeartbeatResult:
+        """Extend the leases of the running records held by ``owner``: of those among
+        ``task_ids`` when given (the tasks the calling instance knows it holds), else of
+        all of them. With ids, records left in the same owner's name by an earlier process
+        (killed, then started again with the same instance id), or held by another live
+        process that shares the id, are not renewed: a dead process's run out and are
+        recovered."""
 
     @abstractmethod
     async def recover(self, now: datetime) -> RecoveryResult:

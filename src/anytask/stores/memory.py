@@ -455,10 +455,12 @@ class MemoryStore(Store):
             result.append(True)
         return result
 
-    async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
+    async def heartbeat(
+        self, owner: str, lease_until: datetime, task_ids: Collection[str] | None = None
+    ) -> HeartbeatResult:
         hb = HeartbeatResult()
         for rec in self._running.values():
-            if rec.owner == owner:
+            if rec.owner == owner and (task_ids is None or rec.id in task_ids):
                 rec.lease_expires_at = lease_until
                 hb.held.add(rec.id)
                 if rec.cancel_requested:

@@ -1521,15 +1521,21 @@ class SQLiteStore(Store):
         )
         return BatchResult(inserted, completed, records_claimed)
 
-    async def heartbeat(self, owner: str, lease_until: datetime) -> HeartbeatResult:
-        params = (to_ts(lease_until), owner)
+    async def heartbeat(
+        self, owner: str, lease_until: datetime, task_ids: Collection[str] | None = None
+    ) -> HeartbeatResult:
+        sql = (
+            "UPDATE anytask_tasks INDEXED BY anytask_tasks_owner SET lease_expires_at = ? "
+            "WHERE owner = ? AND status = 'running'"
+        )
+        params: tuple[Any, ...] = (to_ts(lease_until), owner)
+        if task_ids is not None:
+            sql += " AND id IN (SELECT value FROM json_each(?))"
+            params += (dumps(sorted(task_ids)),)
+        sql += " RETURNING id, cancel_requested"
 
         def run(conn: sqlite3.Connection) -> builtins.list[Any]:
-            return conn.execute(
-                "UPDATE anytask_tasks INDEXED BY anytask_tasks_owner SET lease_expires_at = ? "
-                "WHERE owner = ? AND status = 'running' RETURNING id, cancel_requested",
-                params,
-            ).fetchall()
+            return conn.execute(sql, params).fetchall()
 
         hb = HeartbeatResult()
         for task_id, cancel_requested in await self._write(run):
