@@ -267,9 +267,9 @@ async def test_replay_and_dead_letter_selections_name_the_argument_that_was_wron
     naive = datetime(2026, 1, 1)
     async with tm:
         for call in (tm.replay_many, tm.dead_letters):
-            with pytest.raises(ConfigurationError, match=r"^since must be a timezone-aware"):
+            with pytest.raises(ConfigurationError, match=r"^since must be timezone-aware"):
                 await call(since=naive)
-            with pytest.raises(ConfigurationError, match=r"^until must be a timezone-aware"):
+            with pytest.raises(ConfigurationError, match=r"^until must be timezone-aware"):
                 await call(until=naive)
             with pytest.raises(TypeError, match="ids must be a collection of task ids"):
                 await call(ids="0b1c5e2e-8f5d-4a53-9d7e-2f3a4b5c6d7e")

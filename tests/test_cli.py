@@ -187,16 +187,17 @@ def test_purge_refuses_bad_input_and_deletes_nothing(
     assert set(_records(db_path)) == {bad, good}
 
 
-def test_console_script_is_installed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("module", ["anytask.cli", "anytask"])
+def test_the_command_runs_as_a_module(module: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "anytask.cli", "--help"],
+        [sys.executable, "-m", module, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 0
-    for command in ("demo", "inspect", "show", "replay", "worker"):
+    assert proc.returncode == 0, proc.stderr
+    for command in ("demo", "inspect", "show", "replay", "purge", "worker"):
         assert command in proc.stdout
 
 
@@ -242,15 +243,3 @@ def test_a_store_error_is_one_line_naming_the_file(
     assert str(not_sqlite) in err, err
     assert "Traceback" not in err
     assert not_sqlite.read_text() == "these are my notes, not a database\n" * 200
-
-
-def test_python_dash_m_anytask_runs_the_command() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "anytask", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "inspect" in proc.stdout

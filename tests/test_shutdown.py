@@ -197,6 +197,10 @@ async def _hand_back_case(tm: TaskManager, case: str, slow: Any, quick: Any) -> 
     return await tm.enqueue_many([(quick, (), {}) for _ in range(3)])
 
 
+def _store(storage: str, tmp_path: Path) -> MemoryStore | SQLiteStore:
+    return MemoryStore() if storage == "memory" else SQLiteStore(str(tmp_path / "t.db"))
+
+
 @pytest.mark.parametrize("storage", ["memory", "sqlite"])
 async def test_a_handed_back_claim_whose_cancel_was_asked_ends_cancelled_with_a_time(
     storage: str, tmp_path: Path
@@ -204,9 +208,7 @@ async def test_a_handed_back_claim_whose_cancel_was_asked_ends_cancelled_with_a_
     # Claimed for a worker but not started yet (no worker is woken for it here), then
     # cancelled by id, then the manager is torn down: the hand-back turns it cancelled
     # (Store.complete), with an end time, so that purges and time windows find it.
-    store: MemoryStore | SQLiteStore = (
-        MemoryStore() if storage == "memory" else SQLiteStore(str(tmp_path / "t.db"))
-    )
+    store = _store(storage, tmp_path)
     tm = make(store, max_concurrency=3, shutdown_grace=3.0)  # type: ignore[arg-type]
     tm._wake_idle = lambda n: None  # type: ignore[method-assign]
 
@@ -253,9 +255,7 @@ async def test_a_cancelled_teardown_hands_back_claims_although_a_task_refuses_to
     # than the grace and the cut: the teardown has to wait for that task, but what was
     # claimed and never started goes back to pending all the same (not left `running`
     # until a later start recovers it, nor marked `interrupted` then: it never ran).
-    store: MemoryStore | SQLiteStore = (
-        MemoryStore() if storage == "memory" else SQLiteStore(str(tmp_path / "t.db"))
-    )
+    store = _store(storage, tmp_path)
     tm = make(store, max_concurrency=3, shutdown_grace=0.2)  # type: ignore[arg-type]
     started = anyio.Event()
 

@@ -69,6 +69,7 @@ from ._models import (
     TaskQuery,
     TaskRecord,
     TaskStatus,
+    check_aware,
     check_priority,
     check_tags,
 )
@@ -401,8 +402,8 @@ class TaskManager:
         # workers or running): the slots in use, never more than max_concurrency
         self._occupied = 0
         self._workers_alive = 0  # worker tasks spawned and not ended (see _wait_unoccupied)
-        # a worker ended by a cancellation from outside: the manager is being torn down,
-        # also when a stop had begun before (see _wait_unoccupied)
+        # torn down by a cancellation (seen as the stop begins, or by a worker ended by
+        # one, also when a stop had begun before): see _wait_unoccupied
         self._torn_down = False
         # slots kept by sync calls abandoned while their thread runs on (see _hold_slot),
         # and what identifies this run to their release
@@ -659,12 +660,7 @@ class TaskManager:
                 )
             run_ts = now + delay
         elif run_at is not None:
-            if not isinstance(run_at, datetime):
-                raise ConfigurationError(f"run_at must be a datetime, got {run_at!r}")
-            if run_at.tzinfo is None or run_at.utcoffset() is None:
-                raise ConfigurationError(
-                    f"run_at must be timezone-aware (e.g. datetime.now(UTC)), got {run_at!r}"
-                )
+            check_aware("run_at", run_at)
             try:
                 run_ts = max(to_ts(run_at), now)
             except (ValueError, OverflowError) as exc:
@@ -819,17 +815,24 @@ class TaskManager:
             await self._wait_committed(mark)
         except (StoreError, ManagerStateError):
             with anyio.CancelScope(shield=True):
-                committed = await self._withdraw(records)
-                if len(committed) == len(records):
+                if await self._take_back(records):
                     return
-                for rec in committed:
-                    try:
-                        await self._cancel_stored(rec.id)
-                    except Exception:
-                        log.exception(
-                            "anytask: could not cancel task %s of a failed enqueue", rec.id
-                        )
             raise
+
+    async def _take_back(self, records: Sequence[TaskRecord]) -> bool:
+        """Make sure that none of ``records`` runs, their caller having been told that
+        they were not accepted: those still queued are withdrawn (:meth:`_withdraw`), and
+        those a write committed all the same are cancelled. True when a write in flight
+        committed them all after all (then they stand, and nothing is cancelled)."""
+        committed = await self._withdraw(records)
+        if len(committed) == len(records):
+            return True
+        for rec in committed:
+            try:
+                await self._cancel_stored(rec.id)  # (not cancel(): its flush would fail too)
+            except Exception:
+                log.exception("anytask: could not cancel task %s, not accepted", rec.id)
+        return False
 
     async def flush(self) -> None:
         """Wait until every task queued so far (by any thread) is committed."""
@@ -1167,14 +1170,8 @@ class TaskManager:
             if generations is not None:
                 dead = await self._not_replayed(dead, generations)
             return dead[:limit]
-        for name, value in (("since", since), ("until", until)):
-            if value is not None and (
-                not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None
-            ):
-                raise ConfigurationError(
-                    f"{name} must be a timezone-aware datetime (e.g. datetime.now(UTC)), "
-                    f"got {value!r}"
-                )
+        check_aware("since", since)
+        check_aware("until", until)
         out: list[TaskRecord] = []
         cursor: int | None = None
         while len(out) < limit:
@@ -1358,14 +1355,13 @@ class TaskManager:
                             # (not when the manager is being cancelled: nothing would run them)
                             self._claim_here_now(self._free_slots())
                     finally:
-                        # torn down by a cancellation (not a stop): no worker will start
-                        # what waits in the backlog any more
-                        torn_down = anyio.current_effective_deadline() == -math.inf
+                        if anyio.current_effective_deadline() == -math.inf:
+                            self._torn_down = True  # a cancellation, not a stop
                         with self._lock:
                             self._state = RunState.STOPPING
                         dispatch_scope.cancel()
                         with anyio.CancelScope(shield=True):
-                            await self._drain(torn_down)
+                            await self._drain()
                         self._close_workers()
             except BaseException:
                 # torn down (a cancellation): the writer goes too, so the records queued
@@ -1384,25 +1380,25 @@ class TaskManager:
                     await anyio.sleep(0.001)
             services.cancel_scope.cancel()
 
-    async def _drain(self, torn_down: bool = False) -> None:
+    async def _drain(self) -> None:
         """Give running attempts ``shutdown_grace`` to finish, then cancel the rest.
 
         Claimed records count from the claim on (``_occupied``), not from the moment a
         worker picks them up: a record claimed just before the stop may still wait in the
         backlog, and must neither be forgotten here nor start afterwards without a
-        deadline. ``torn_down``: the manager is being cancelled, so the backlog is handed
-        back at once (see _wait_unoccupied)."""
+        deadline. When the manager is being cancelled, the backlog is handed back at once
+        (see _wait_unoccupied)."""
         done = self._dispatcher_done
         assert done is not None
         with anyio.move_on_after(max(self.shutdown_grace, 10.0)):
             await done.wait()  # a claim in flight has handed its records to the workers
             while self._claiming:  # the writer's claim, too
                 await self._capacity_freed()
-        await self._wait_unoccupied(self.shutdown_grace, torn_down)
+        await self._wait_unoccupied(self.shutdown_grace)
         self._cutting = True
         for slot in list(self._active.values()):
             slot.cancel("shutdown")
-        await self._wait_unoccupied(1.0, torn_down)
+        await self._wait_unoccupied(1.0)
         stubborn = [
             f"{slot.record.name} ({task_id})"
             for task_id, slot in self._active.items()
@@ -1419,16 +1415,16 @@ class TaskManager:
                 ", ".join(stubborn),
             )
 
-    async def _wait_unoccupied(self, timeout: float, torn_down: bool = False) -> None:
+    async def _wait_unoccupied(self, timeout: float) -> None:
         """Wait up to ``timeout`` until no record holds a slot. Records waiting in the
         backlog are handed back instead of waited for when the manager is torn down by a
-        cancellation (``torn_down``, or a worker ended by one since: its workers are
-        cancelled, and one that is still inside an attempt, because its task catches
-        every cancellation, must not start them when that ends) or once every worker has
-        ended (in a stop, workers end only after this)."""
+        cancellation (``_torn_down``: its workers are cancelled, and one that is still
+        inside an attempt, because its task catches every cancellation, must not start
+        them when that ends) or once every worker has ended (in a stop, workers end only
+        after this)."""
         with anyio.move_on_after(timeout):
             while self._occupied:
-                if self._backlog and (torn_down or self._torn_down or not self._workers_alive):
+                if self._backlog and (self._torn_down or not self._workers_alive):
                     await self._return_backlog()
                     continue
                 await self._capacity_freed()

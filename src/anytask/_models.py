@@ -208,16 +208,8 @@ class TaskQuery:
             raise ConfigurationError(f"limit must be between 1 and 1000, got {self.limit}")
         if self.statuses is not None:
             object.__setattr__(self, "statuses", _statuses(self.statuses))
-        for name in ("created_after", "created_before"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, datetime):
-                raise ConfigurationError(f"{name} must be a datetime, got {value!r}")
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise ConfigurationError(
-                    f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value!r}"
-                )
+        check_aware("created_after", self.created_after)
+        check_aware("created_before", self.created_before)
 
     def matches(self, rec: TaskRecord) -> bool:
         """Reference semantics of the filter (used by the memory store and tests)."""
@@ -294,6 +286,18 @@ class ScheduleState:
 
 
 MAX_WAIT = 366 * 86400.0  # no computed retry wait exceeds a year
+
+
+def check_aware(name: str, value: Any) -> None:
+    """``value`` (an option called ``name``) is None or a timezone-aware datetime."""
+    if value is None:
+        return
+    if not isinstance(value, datetime):
+        raise ConfigurationError(f"{name} must be a datetime, got {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigurationError(
+            f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value!r}"
+        )
 
 
 def _number(

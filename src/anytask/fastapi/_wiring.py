@@ -30,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._errors import ConfigurationError
 from .._manager import QueuedHere, RunState, TaskManager, _queued_here
-from .._models import TaskRecord
 from .._registry import task_name
 
 __all__ = [
@@ -284,14 +283,11 @@ class TaskMiddleware:
                         await manager._wait_committed(queued.mark)
                 except Exception as exc:
                     error = exc
-                if error is not None:
-                    # the client is told they were not accepted, so they must not run
-                    # later either (when a stopped manager starts again)
-                    committed = await manager._withdraw(queued.records)
-                    if len(committed) == len(queued.records):
-                        error = None  # a write in flight committed them all after all
-                    elif committed:
-                        await _cancel_quietly(manager, committed)
+                # the client is told they were not accepted, so they must not run later
+                # either (when a stopped manager starts again), unless a write in flight
+                # committed them all after all
+                if error is not None and await manager._take_back(queued.records):
+                    error = None
                 if error is not None:  # the tasks are not durable: do not acknowledge
                     failed = True
                     body = json.dumps({"detail": f"queued tasks were not committed: {error}"})
@@ -317,16 +313,6 @@ class TaskMiddleware:
             await send(message)
 
         return wrapped
-
-
-async def _cancel_quietly(manager: TaskManager, records: list[TaskRecord]) -> None:
-    """Cancel tasks of a refused response that were committed all the same (some of its
-    tasks were, some were not: the response says none was accepted)."""
-    for rec in records:
-        try:
-            await manager.cancel(rec.id)
-        except Exception:
-            log.exception("anytask: could not cancel task %s of a refused response", rec.id)
 
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
