@@ -425,6 +425,57 @@ async def _teardown_round(rng: random.Random, path: str) -> tuple[list[str], dic
         await store.close()
 
 
+async def test_outcomes_left_by_a_writer_gone_during_a_stop_still_reach_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cancellation that comes during a stop ends the writer, while the workers end
+    # cleanly (the stop had closed them): outcomes handed to the writer after that must
+    # still reach the store, and the teardown must not wait for a writer that is gone.
+    # The writer here is ended by a cancellation as the stop begins, so that a task
+    # still running then finishes after it.
+    write_cycles = TaskManager._write_cycles
+
+    async def writer_ended_at_stop(self: TaskManager) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def end_at_stop() -> None:
+                assert self._stop is not None
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(end_at_stop)
+            await write_cycles(self)
+
+    monkeypatch.setattr(TaskManager, "_write_cycles", writer_ended_at_stop)
+    path = str(tmp_path / "c.db")
+    tm = make(SQLiteStore(path), shutdown_grace=5.0)  # type: ignore[arg-type]
+    started = anyio.Event()
+
+    @tm.task
+    async def slow() -> str:
+        started.set()
+        await anyio.sleep(0.2)
+        return "done"
+
+    t0 = anyio.current_time()
+    async with tm:
+        task_id = await tm.enqueue(slow)
+        with anyio.fail_after(5):
+            await started.wait()
+        tm.stop()
+    elapsed = anyio.current_time() - t0
+    assert not tm._writer_alive
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        rec = await store.fetch(task_id)
+    finally:
+        await store.close()
+    assert rec is not None
+    assert (rec.status, rec.result) == (TaskStatus.SUCCESS, "done")
+    assert elapsed < 5
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 async def test_tasks_queued_as_the_manager_is_cancelled_are_not_lost(
     tmp_path: Path, kind: str

@@ -391,6 +391,7 @@ class TaskManager:
         self._cancel_soon: set[str] = set()  # of those, the ones cancelled meanwhile
         self._outer_tg: anyio.abc.TaskGroup | None = None
         self._write_error: BaseException | None = None
+        self._writer_alive = False  # the writer task runs (a cancellation may end it early)
         self._writing = False
         # the outcomes of the write in flight (handed to the store, not committed yet)
         self._outs_writing: builtins.list[tuple[Outcome, TaskRecord]] = []
@@ -1374,10 +1375,15 @@ class TaskManager:
             # every attempt has handed its outcome to the writer; commit them all
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 while self._outcomes or self._writing or self._committed < self._submitted:
-                    if self._write_error is not None:
+                    if self._write_error is not None or not self._writer_alive:
                         break
                     self._writer_wake.set()
                     await anyio.sleep(0.001)
+            if not self._writer_alive:
+                # a cancellation that came after the stop ended the writer: what it left
+                # is written to the store directly, as at a teardown
+                await self._write_left_inserts()
+                await self._write_left_outcomes()
             services.cancel_scope.cancel()
 
     async def _drain(self) -> None:
@@ -1532,6 +1538,15 @@ class TaskManager:
     async def _writer(self) -> None:
         """Group-commit inserts and outcomes; in the same transaction, claim due records
         for the slots that are free (one commit per cycle instead of three)."""
+        self._writer_alive = True
+        try:
+            await self._write_cycles()
+        finally:
+            # (a write in flight always runs to its end and hands its result back before
+            # the writer can be cancelled, so nothing is in flight now)
+            self._writer_alive = self._writing = False
+
+    async def _write_cycles(self) -> None:
         wake = self._writer_wake
         assert wake is not None
         store = self._store
