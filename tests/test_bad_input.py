@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+import anyio
 import pytest
 
 from anytask import (
@@ -95,6 +96,8 @@ async def test_bad_keyword_argument_is_rejected_and_nothing_stored(value: Any, w
         {"timeout": 0},
         {"timeout": -3},
         {"timeout": math.nan},
+        {"timeout": 10**400},
+        {"retries": 2**63},
         {"max_delay": -1},
         {"jitter": 1.5},
         {"priority": 1.5},
@@ -274,3 +277,32 @@ async def test_replay_and_dead_letter_selections_name_the_argument_that_was_wron
             with pytest.raises(TypeError, match="ids must be a collection of task ids"):
                 await call(ids="0b1c5e2e-8f5d-4a53-9d7e-2f3a4b5c6d7e")
         assert await tm.counts() == dict.fromkeys(TaskStatus, 0)  # nothing was written
+
+
+async def test_a_big_int_timeout_is_stored_as_seconds_and_fails_no_commit(db_path: str) -> None:
+    # an int timeout past 64 bits cannot be written to SQLite; as a float it can, and an
+    # ordinary task enqueued in the same group commit is not taken down with it
+    tm = TaskManager(snapshot_db=db_path)
+
+    @tm.task(timeout=10**20)
+    async def big() -> int:
+        return 1
+
+    @tm.task(timeout=3)
+    async def plain() -> int:
+        return 2
+
+    async with tm:
+        ids: list[str] = []
+        async with anyio.create_task_group() as tg:
+            for fn in (plain, big, plain):
+                tg.start_soon(lambda fn=fn: _append(ids, tm.enqueue(fn)))
+        for task_id in ids:
+            rec = await tm.wait(task_id, timeout=10)
+            assert rec.status.value == "success"
+            assert type(rec.timeout) is float
+        assert len(ids) == 3
+
+
+async def _append(ids: list[str], enqueue: Any) -> None:
+    ids.append(await enqueue)

@@ -243,3 +243,40 @@ def test_a_store_error_is_one_line_naming_the_file(
     assert str(not_sqlite) in err, err
     assert "Traceback" not in err
     assert not_sqlite.read_text() == "these are my notes, not a database\n" * 200
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["show", "\udcff"], ["replay", "\udcff"], ["inspect", "--name", "\udcff"]],
+)
+def test_an_argument_that_is_not_utf8_finds_nothing_without_a_traceback(
+    db_path: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bytes that are not UTF-8 reach sys.argv as lone surrogates (os.fsdecode)
+    _fill(db_path)
+    code = main([command[0], "--db", db_path, *command[1:]])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    if command[0] == "inspect":
+        assert code == 0
+        assert "broken" not in captured.out
+    else:
+        assert code == 1
+        assert "no such task" in captured.err or "no task with id" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz:tm", "no module named 'no_such_module_xyz'"),
+        ("no_such_pkg_xyz.sub:tm", "no module named 'no_such_pkg_xyz'"),
+        ("json:no_such_manager", "has no attribute 'no_such_manager'"),
+    ],
+)
+def test_worker_with_a_target_that_does_not_exist_fails_in_one_line(
+    target: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["worker", target]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -448,6 +448,95 @@ def test_an_older_file_is_upgraded_in_place_and_keeps_its_tasks(db_path: str, ol
     assert not {"anytask_tasks_status", "anytask_tasks_lease", "anytask_tasks_run_after"} & indexes
 
 
+def _index_sql(db_path: str) -> dict[str, str]:
+    conn = sqlite3.connect(db_path)
+    try:
+        return {
+            name: " ".join(sql.split())
+            for name, sql in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            )
+        }
+    finally:
+        conn.close()
+
+
+# The first files of version 1 (before the version's covering ended-time index and its
+# replay index, which came while the version stayed 1)
+_FIRST_V1_INDEXES = """
+    DROP INDEX anytask_tasks_replay;
+    DROP INDEX anytask_tasks_ended;
+    CREATE INDEX anytask_tasks_ended ON anytask_tasks (ended_at) WHERE ended_at IS NOT NULL;
+"""
+
+
+@pytest.mark.parametrize("stored_version", [1, 3])
+def test_a_file_of_the_first_version_1_gets_every_index_a_new_file_has(
+    tmp_path: Path, stored_version: int
+) -> None:
+    # stored_version 3: such a file that an earlier release already upgraded
+    fresh, old = str(tmp_path / "fresh.db"), str(tmp_path / "old.db")
+
+    async def create(path: str) -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        await store.insert([make(id="d", status=TaskStatus.FAILED, ended_at=T0)])
+        await store.close()
+
+    anyio.run(create, fresh)
+    anyio.run(create, old)
+    conn = sqlite3.connect(old)
+    conn.executescript(_OLD_SCHEMAS[1] if stored_version == 1 else "")
+    conn.executescript(_FIRST_V1_INDEXES)
+    conn.close()
+    assert _index_sql(old) != _index_sql(fresh)
+
+    async def reopen() -> None:
+        store = SQLiteStore(old)
+        await store.open()
+        try:
+            assert [r.id for r in (await store.list(TaskQuery())).items] == ["d"]
+        finally:
+            await store.close()
+
+    anyio.run(reopen)
+    assert _index_sql(old) == _index_sql(fresh)
+
+
+@pytest.mark.parametrize("old", [None, *sorted(_OLD_SCHEMAS)])
+def test_opening_a_file_whose_indexes_are_current_changes_no_schema(
+    tmp_path: Path, old: int | None
+) -> None:
+    # The index check at open rebuilds only what differs: a new file, or an old one once
+    # upgraded, is opened without touching its schema (a rebuild of a large file's
+    # indexes at every start would cost seconds).
+    path = str(tmp_path / "current.db")
+
+    async def open_close() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        await store.insert([make(id="d", status=TaskStatus.FAILED, ended_at=T0)])
+        await store.close()
+
+    def schema_cookie() -> int:
+        conn = sqlite3.connect(path)
+        try:
+            (cookie,) = conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+        return int(cookie)
+
+    anyio.run(open_close)
+    if old is not None:
+        conn = sqlite3.connect(path)
+        conn.executescript(_OLD_SCHEMAS[old])
+        conn.close()
+        anyio.run(open_close)  # the upgrade
+    cookie = schema_cookie()
+    anyio.run(open_close)
+    assert schema_cookie() == cookie
+
+
 def test_missing_directory_is_an_error_and_not_created(tmp_path: Path) -> None:
     path = tmp_path / "nope" / "tasks.db"
 

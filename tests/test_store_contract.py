@@ -156,6 +156,24 @@ async def test_unknown_id_reads_as_none(store: Store) -> None:
     assert await store.fetch_many(["nope"]) == []
 
 
+async def test_a_lookup_by_text_utf8_cannot_encode_finds_nothing(store: Store) -> None:
+    # a lone surrogate (what os.fsdecode and sys.argv make of bytes that are not UTF-8)
+    # is in no stored id or name: the lookup answers as for any unknown one
+    await store.insert([make(id="t")])
+    (running,) = await claim_all(store)
+    bad = "\udcff"
+    assert store.get(bad) is None
+    assert await store.fetch(bad) is None
+    assert [r.id for r in await store.fetch_many([bad, "t"])] == ["t"]
+    assert await store.cancel(bad, at(1)) is None
+    for query in (TaskQuery(name=bad), TaskQuery(tag=bad), TaskQuery(search=bad)):
+        assert (await store.list(query)).items == []
+        assert await store.count(query) == 0
+    hb = await store.heartbeat("w1", at(30), {bad, "t"})
+    assert hb.held == {"t"}
+    assert running.id == "t"
+
+
 async def test_fetch_many_returns_the_existing_ones(store: Store) -> None:
     a, b = make(), make()
     await store.insert([a, b])
@@ -696,6 +714,7 @@ async def test_a_pending_outcome_after_a_cancel_request_ends_cancelled(
         at(2),
     )
     assert not rec.cancel_requested
+    assert rec.run_after == T0  # the retry's time is not kept: it never runs again
     assert await claim_all(store, now=at(60)) == []
     counts = await store.counts()
     assert counts[TaskStatus.CANCELLED] == 1

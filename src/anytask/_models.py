@@ -312,7 +312,13 @@ def _number(
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"{option} must be a number, got {value!r}")
-    if math.isnan(value) or math.isinf(value):
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int past the float range
+        raise ConfigurationError(
+            f"{option} must be finite, got an int of {int(value).bit_length()} bits"
+        ) from None
+    if math.isnan(as_float) or math.isinf(as_float):
         raise ConfigurationError(f"{option} must be finite, got {value!r}")
     if value < minimum or (positive and value == 0):
         bound = "> 0" if positive else f">= {minimum:g}"
@@ -364,6 +370,8 @@ class TaskOptions:
             raise ConfigurationError(f"retries must be an int, got {self.retries!r}")
         if self.retries < 0:
             raise ConfigurationError(f"retries must be >= 0, got {self.retries}")
+        if self.retries >= 2**62:  # max_attempts is a 64-bit INTEGER in SQLite
+            raise ConfigurationError(f"retries must be below 2**62, got {self.retries}")
         _number("delay", self.delay)
         _number("backoff", self.backoff, minimum=1)
         _number("max_delay", self.max_delay, allow_none=True)
@@ -371,6 +379,10 @@ class TaskOptions:
         if self.jitter > 1:
             raise ConfigurationError(f"jitter must be between 0 and 1, got {self.jitter!r}")
         _number("timeout", self.timeout, allow_none=True, positive=True)
+        if self.timeout is not None:
+            # seconds as a float, as every store reads them back (SQLite cannot write an
+            # int past 64 bits at all: one such record failed the whole group commit)
+            object.__setattr__(self, "timeout", float(self.timeout))
         check_priority(self.priority)
         if not isinstance(self.requeue_on_interrupt, bool):
             raise ConfigurationError(

@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 
+from ._codec import clean_text
 from ._errors import AnytaskError
 from ._manager import PURGE_BATCH, TaskManager, purge_in_batches
 from ._models import TaskQuery, TaskRecord, TaskStatus
@@ -86,7 +87,7 @@ async def _show(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     if rec is None:
-        print(f"no task with id {args.task_id}", file=sys.stderr)
+        print(f"no task with id {clean_text(args.task_id)}", file=sys.stderr)
         return 1
     row = _row(rec)
     row.update(
@@ -116,7 +117,7 @@ async def _replay(args: argparse.Namespace) -> int:
         for task_id in wanted:
             rec = found.get(task_id)
             if rec is None:
-                print(f"{task_id}: no such task", file=sys.stderr)
+                print(f"{clean_text(task_id)}: no such task", file=sys.stderr)
                 status = 1
             elif not rec.status.dead:
                 print(f"{task_id}: {rec.status.value}, not replayed (only failed/interrupted)")
@@ -184,7 +185,20 @@ def _worker(args: argparse.Namespace) -> int:
         print("worker target must look like 'package.module:manager'", file=sys.stderr)
         return 2
     sys.path.insert(0, ".")
-    tm = getattr(importlib.import_module(module_name), attr)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name != missing and not module_name.startswith(missing + "."):
+            raise  # a module the target imports is missing: its traceback says where
+        print(
+            f"anytask: no module named {missing!r} (worker target {args.target!r})", file=sys.stderr
+        )
+        return 2
+    tm = getattr(module, attr, None)
+    if tm is None:
+        print(f"anytask: module {module_name!r} has no attribute {attr!r}", file=sys.stderr)
+        return 2
     if not isinstance(tm, TaskManager):
         print(f"{args.target} is not a TaskManager", file=sys.stderr)
         return 2

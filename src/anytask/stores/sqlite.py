@@ -226,6 +226,14 @@ CREATE TABLE anytask_schedules (
 ) STRICT;
 """
 
+#: Every index of the schema, by name: its CREATE statement (words joined by one space,
+#: as :meth:`SQLiteStore._repair_indexes` compares it with the one stored in the file).
+_INDEXES = {
+    words[words.index("INDEX") + 1]: " ".join(words)
+    for words in (statement.split() for statement in _SCHEMA.split(";"))
+    if "INDEX" in words[:3]
+}
+
 #: Schema upgrades, by the version they start from (run in order, in the opening
 #: transaction).
 #: 1 -> 2: the indexes that every state change touched are gone: (status, seq) now covers
@@ -295,7 +303,9 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
     error = CASE WHEN cancel_requested THEN 'cancelled' ELSE ? END,
     error_type = CASE WHEN cancel_requested THEN 'Cancelled' ELSE ? END,
     traceback = ?,
-    ended_at = ?, run_after = coalesce(?, run_after), attempts = coalesce(?, attempts)
+    ended_at = ?,
+    run_after = CASE WHEN cancel_requested THEN run_after ELSE coalesce(?, run_after) END,
+    attempts = coalesce(?, attempts)
 WHERE {key} AND token = ? AND status = 'running'
 """
 #: Final outcomes of many rows in one statement: each VALUES row holds the parameters of
@@ -630,6 +640,19 @@ def _encode_inserts(records: Sequence[TaskRecord]) -> _Inserts:
         rows = [_fresh_params(rec) for rec in records]
         return _Inserts(True, rows, list(map(_keep, records, rows)))
     return _Inserts(False, [_record_params(rec) for rec in records], [])
+
+
+def _storable(text: Any) -> bool:
+    """Whether ``text`` can be bound as SQLite text. UTF-8 cannot encode a lone surrogate
+    (as ``os.fsdecode`` and ``sys.argv`` make of bytes that are not UTF-8), so no stored
+    value holds one: a lookup by such a string finds nothing, as in MemoryStore."""
+    if type(text) is not str or text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _icontains(haystack: str | None, needle: str) -> bool:
@@ -1262,6 +1285,26 @@ class SQLiteStore(Store):
                 "UPDATE anytask_meta SET value = ? WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),
             )
+        if create:
+            self._repair_indexes(conn)
+
+    @staticmethod
+    def _repair_indexes(conn: sqlite3.Connection) -> None:
+        """Create the indexes of the schema that the file lacks or holds in another form.
+        Files of version 1 differ in more than the migrations say: two indexes changed
+        while the version stayed 1 (``anytask_tasks_ended`` got its covering columns and
+        ``anytask_tasks_replay`` came), so a file made before that kept the old ones through
+        its upgrades. Reads the schema only, when every index is as it should be."""
+        stored = {
+            name: " ".join(sql.split())
+            for name, sql in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            )
+        }
+        for name, statement in _INDEXES.items():
+            if stored.get(name) != statement:
+                conn.execute(f"DROP INDEX IF EXISTS {name}")
+                conn.execute(statement)
 
     async def close(self) -> None:
         with self._pool_lock:
@@ -1289,7 +1332,7 @@ class SQLiteStore(Store):
     def get(self, task_id: str) -> TaskRecord | None:
         """The record with this id, or None. Synchronous and safe from any thread; works
         before :meth:`open` too (a missing file then reads as no record)."""
-        if not self.path.exists():
+        if not self.path.exists() or not _storable(task_id):
             return None
         return self._read_sync(lambda conn: self._fetch_sync(conn, task_id))
 
@@ -1304,10 +1347,12 @@ class SQLiteStore(Store):
         return None if row is None else _row_to_record(row)
 
     async def fetch(self, task_id: str) -> TaskRecord | None:
+        if not _storable(task_id):
+            return None
         return await self._read(lambda conn: self._fetch_sync(conn, task_id))
 
     async def fetch_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
-        ids = list(dict.fromkeys(task_ids))
+        ids = [i for i in dict.fromkeys(task_ids) if _storable(i)]
 
         def run(conn: sqlite3.Connection) -> list[TaskRecord]:
             found: list[TaskRecord] = []
@@ -1321,6 +1366,8 @@ class SQLiteStore(Store):
 
     async def list(self, query: TaskQuery) -> Page:
         where, params = _where(query, paged=True)
+        if not all(map(_storable, params)):  # a text no stored value holds
+            return Page([], None)
         sql = f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?"
         params.append(query.limit)
 
@@ -1333,6 +1380,8 @@ class SQLiteStore(Store):
 
     async def count(self, query: TaskQuery | None = None) -> int:
         where, params = ("", []) if query is None else _where(query, paged=False)
+        if not all(map(_storable, params)):  # a text no stored value holds
+            return 0
         sql = f"SELECT count(*) FROM anytask_tasks{where}"
 
         def run(conn: sqlite3.Connection) -> int:
@@ -1531,7 +1580,7 @@ class SQLiteStore(Store):
         params: tuple[Any, ...] = (to_ts(lease_until), owner)
         if task_ids is not None:
             sql += " AND id IN (SELECT value FROM json_each(?))"
-            params += (dumps(sorted(task_ids)),)
+            params += (dumps(sorted(filter(_storable, task_ids))),)
         sql += " RETURNING id, cancel_requested"
 
         def run(conn: sqlite3.Connection) -> builtins.list[Any]:
@@ -1557,6 +1606,8 @@ class SQLiteStore(Store):
         return res
 
     async def cancel(self, task_id: str, now: datetime) -> TaskStatus | None:
+        if not _storable(task_id):
+            return None
         params = (task_id, to_ts(now))
 
         def run(conn: sqlite3.Connection) -> Any:
