@@ -2418,40 +2418,31 @@ async def test_two_live_instances_sharing_an_id_keep_their_own_tasks(tmp_path: P
     assert (rec.status, rec.attempts, ran) == (TaskStatus.SUCCESS, 1, ["a"])
 
 
-async def test_a_failed_enqueue_many_cancels_what_was_committed_of_it(
+async def test_a_failed_enqueue_many_leaves_none_of_it_committed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # 2,500 tasks go in two commits; the first commits, the second keeps failing: the
-    # call raises, the part not written is withdrawn and the part written is cancelled,
-    # so that none of them runs (the caller was told they were not accepted)
+    # 2,500 tasks are more than one group commit usually takes (INSERT_BATCH), yet they go
+    # in one transaction: committed in two, the first part would be claimed and run while
+    # the call still waits for the second, which may fail (here the store takes at most
+    # 2,000 rows per write, a disk filling up). The call raises and none of them is in
+    # the store: nothing ran, nothing had to be cancelled.
     caplog.set_level("CRITICAL", logger="anytask")
     store = FailingInsertsStore()
-    tm = make(store, max_concurrency=1)
-    gate = anyio.Event()
+    tm = make(store)
     ran: list[int] = []
-
-    @tm.task
-    async def blocker() -> None:
-        await gate.wait()
 
     @tm.task
     async def job(n: int) -> None:
         ran.append(n)
 
-    calls = 0
     write_batch = store.write_batch
 
-    async def second_fails(records: Any, outcomes: Any, *args: Any) -> Any:
-        nonlocal calls
-        if records:
-            calls += 1
-            store.fail = calls >= 2
+    async def at_most_2000(records: Any, outcomes: Any, *args: Any) -> Any:
+        store.fail = len(records) > 2000
         return await write_batch(records, outcomes, *args)
 
-    store.write_batch = second_fails  # type: ignore[method-assign]
+    store.write_batch = at_most_2000  # type: ignore[method-assign]
     async with tm:
-        blocking = await tm.enqueue(blocker)  # (its commit is the first call)
-        calls = 0
         with pytest.raises(StoreError, match="keeps failing"):
             await tm.enqueue_many([(job, (n,), {}) for n in range(2500)])
         store.fail = False
@@ -2459,13 +2450,22 @@ async def test_a_failed_enqueue_many_cancels_what_was_committed_of_it(
         with anyio.fail_after(15):
             while tm._write_error is not None:  # noqa: ASYNC110 - until the writer's next try
                 await anyio.sleep(0.1)
-        gate.set()
-        await tm.wait(blocking, timeout=10)
         await tm.join(timeout=20)
-        counts = await tm.counts()
-    assert ran == []
-    assert counts[TaskStatus.CANCELLED] == 2000  # the committed part
-    assert counts[TaskStatus.PENDING] == counts[TaskStatus.RUNNING] == 0
+        assert ran == []
+        assert await store.count() == 0
+        # and a burst that fits is committed whole, in one write
+        sizes: list[int] = []
+
+        async def recording(records: Any, outcomes: Any, *args: Any) -> Any:
+            if records:
+                sizes.append(len(records))
+            return await write_batch(records, outcomes, *args)
+
+        store.write_batch = recording  # type: ignore[method-assign]
+        await tm.enqueue_many([(job, (n,), {}) for n in range(2500)])
+        await tm.join(timeout=20)
+    assert sizes[0] == 2500
+    assert sorted(ran) == list(range(2500))
 
 
 async def test_join_keeps_to_its_timeout_while_commits_are_failing(

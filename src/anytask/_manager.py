@@ -96,6 +96,9 @@ _SUCCESS = TaskStatus.SUCCESS
 #: Most records the writer inserts in one transaction: a huge ``add_task`` burst is
 #: committed in slices, so claims and outcomes are not held up behind it.
 INSERT_BATCH = 2000
+#: Two creation times this close are the same record's (a store keeping them as float
+#: seconds may round them by a microsecond; two records are built further apart).
+_SAME_TIME = timedelta(microseconds=1)
 #: Rows a retention pass deletes per transaction.
 PURGE_BATCH = 500
 #: The ended statuses ``retention`` applies to (``dead_retention`` applies to the dead ones).
@@ -360,6 +363,11 @@ class TaskManager:
         # enqueue buffer (appended from any thread under _lock)
         self._inserts: list[TaskRecord] = []
         self._withdrawn: set[int] = set()  # id() of buffered records not to write
+        # id() of buffered records the writer must commit in the same transaction as the
+        # record after them: one enqueue_many, or one request's add_task burst, is
+        # committed whole or not at all (a part committed and claimed would run although
+        # its caller is told that none of it was accepted)
+        self._with_next: set[int] = set()
         self._batch_writing: list[TaskRecord] = []  # taken from _inserts, being written
         self._submitted = 0
         self._committed = 0
@@ -719,16 +727,24 @@ class TaskManager:
                 self._wake_dispatcher()  # it sleeps until the earliest run_after
             self._enqueued_here(len(records))
             return 0
+        queued = _queued_here.get()
+        if queued is not None and not queued.is_open:
+            queued = None
         with self._lock:
-            self._inserts.extend(records)
+            inserts = self._inserts
+            last = inserts[-1] if inserts else None
+            if queued is not None and queued.records and last is queued.records[-1]:
+                self._with_next.add(id(last))  # the same request's burst goes on
+            if len(records) > 1:
+                self._with_next.update(id(rec) for rec in records[:-1])
+            inserts.extend(records)
             self._submitted += len(records)
             mark = self._submitted
             idle = self._state is RunState.IDLE
         if idle:
             with _queued_while_idle_lock:
                 _queued_while_idle.add(self)
-        queued = _queued_here.get()
-        if queued is not None and queued.is_open:
+        if queued is not None:
             queued.records.extend(records)
             queued.mark = mark
         self._wake_writer()
@@ -830,6 +846,12 @@ class TaskManager:
             return True
         for rec in committed:
             try:
+                if rec.idempotency_key is not None or rec.replay_of is not None:
+                    # its id is derived: the store may hold another caller's task under it
+                    # (an accepted one; this insert was a no-op), which must stand
+                    stored = await self._store.fetch(rec.id)
+                    if stored is None or abs(stored.created_at - rec.created_at) > _SAME_TIME:
+                        continue
                 await self._cancel_stored(rec.id)  # (not cancel(): its flush would fail too)
             except Exception:
                 log.exception("anytask: could not cancel task %s, not accepted", rec.id)
@@ -1502,6 +1524,8 @@ class TaskManager:
             with self._lock:
                 self._inserts[:0] = queued
             return
+        with self._lock:
+            self._with_next.difference_update(id(rec) for rec in queued)
         self._committed = self._submitted - len(self._inserts)
 
     async def _write_left_outcomes(self) -> None:
@@ -1555,13 +1579,24 @@ class TaskManager:
             if not self._inserts and not self._outcomes:
                 await wake.wait()
             with self._lock:
-                batch = self._inserts[:INSERT_BATCH]
-                del self._inserts[:INSERT_BATCH]
+                cut = INSERT_BATCH
+                together = bool(self._with_next)
+                if together:  # never cut between records committed together
+                    inserts, with_next = self._inserts, self._with_next
+                    while cut < len(inserts) and id(inserts[cut - 1]) in with_next:
+                        cut += 1
+                batch = self._inserts[:cut]
+                del self._inserts[:cut]
                 mark = self._submitted - len(self._inserts)
+                joined: builtins.list[int] = []
+                if self._with_next:
+                    self._with_next.difference_update(id(r) for r in batch)
                 if self._withdrawn:  # (they count for the mark, but are not written)
                     taken = {id(r) for r in batch}
                     batch = [r for r in batch if id(r) not in self._withdrawn]
                     self._withdrawn -= taken
+                if together:  # what to put back should the write fail
+                    joined = [id(r) for r in batch[:-1]]
                 self._batch_writing = batch
             outs, self._outcomes = self._outcomes, []
             self._outs_writing = outs
@@ -1594,6 +1629,7 @@ class TaskManager:
                 log.exception("anytask: store write failed; retrying in %.2fs", delay)
                 with self._lock:
                     self._inserts[:0] = batch
+                    self._with_next.update(joined)  # (withdrawn ones: harmless)
                     self._batch_writing = []
                 self._outcomes[:0] = outs
                 self._fire_changed()

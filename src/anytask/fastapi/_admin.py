@@ -14,7 +14,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from starlette.applications import Starlette
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -96,6 +98,40 @@ def _session_seconds(value: object) -> int:
             f"{MIN_SESSION_TTL:g} s, got {value!r}"
         )
     return int(seconds)
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every str made encodable: a lone surrogate (a JSON ``"\\ud800"``
+    escape decodes to one) becomes its ``\\ud800`` escape."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+class _Route(APIRoute):
+    """The admin's routes: a validation error echoes the input it refused, and the 422
+    response (JSON without ASCII escapes) could not encode a lone surrogate in it: the
+    client got a 500. The errors are made printable first (the app's own handler for
+    ``RequestValidationError``, if any, still answers)."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise RequestValidationError(_printable(list(exc.errors()))) from None
+
+        return route
 
 
 class _EventStream(Response):
@@ -310,9 +346,9 @@ class TaskAdmin:
         tm = self.manager
         user_dep = Depends(self.require_user)
         change_dep = Depends(self.require_change)
-        router = APIRouter(tags=["anytask"])
-        api = APIRouter(tags=["anytask"], dependencies=[user_dep])
-        change = APIRouter(tags=["anytask"], dependencies=[change_dep])
+        router = APIRouter(tags=["anytask"], route_class=_Route)
+        api = APIRouter(tags=["anytask"], dependencies=[user_dep], route_class=_Route)
+        change = APIRouter(tags=["anytask"], dependencies=[change_dep], route_class=_Route)
 
         async def page(query: TaskQuery) -> TaskPage:
             found = await tm.list(query)

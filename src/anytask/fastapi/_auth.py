@@ -210,7 +210,9 @@ class Authenticator:
     def csrf_ok(self, session: Session | None, token: str | None) -> bool:
         if session is None or not token:
             return False
-        return hmac.compare_digest(self.csrf_token(session).encode(), token.encode())
+        # (a token from a JSON form may hold a lone surrogate: a wrong token, not a 500)
+        given = token.encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(self.csrf_token(session).encode(), given)
 
     # -- identity ----------------------------------------------------------------------
     async def user(self, request: Request) -> str | None:

@@ -8,7 +8,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .._events import TaskEvent
 from .._models import Metrics, TaskRecord
@@ -138,6 +138,20 @@ class ReplayRequest(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     dry_run: bool = False
+
+    @field_validator("ids")
+    @classmethod
+    def _ids_are_text(cls, ids: list[str] | None) -> list[str] | None:
+        """A JSON ``"\\ud800"`` escape decodes to a lone surrogate, which no store can
+        look up (SQLite cannot even encode it): refused here, naming the item."""
+        for i, task_id in enumerate(ids or ()):
+            try:
+                task_id.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"ids[{i}] is not valid Unicode text (a lone surrogate): {task_id!r}"
+                ) from None
+        return ids
 
 
 class ReplayItem(BaseModel):
