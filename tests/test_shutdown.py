@@ -24,7 +24,7 @@ import anyio.to_thread
 import pytest
 
 import anytask._manager as _manager_module
-from anytask import MemoryStore, SQLiteStore, TaskManager, TaskStatus
+from anytask import ManagerStateError, MemoryStore, SQLiteStore, TaskManager, TaskStatus
 from slow_stores import SlowClaimStore
 
 pytestmark = pytest.mark.anyio
@@ -476,6 +476,49 @@ async def test_outcomes_left_by_a_writer_gone_during_a_stop_still_reach_the_stor
     assert elapsed < 5
 
 
+async def test_outcomes_a_failing_writer_left_are_written_when_the_stop_gives_up_on_it(
+    tmp_path: Path,
+) -> None:
+    # The group commit failed for several seconds (the writer reports the error and waits
+    # 5 s before its next try), then the store works again, and the manager is stopped.
+    # The stop does not wait for the writer's next try: what the writer left (the outcome
+    # of an attempt that ended) must be written to the store directly, not left `running`
+    # in the name of a manager that has stopped.
+    class Flaky(SQLiteStore):
+        failing = False
+
+        async def write_batch(self, *args: Any, **kwargs: Any) -> Any:
+            if self.failing:
+                raise OSError("disk I/O error")
+            return await super().write_batch(*args, **kwargs)
+
+    path = str(tmp_path / "w.db")
+    store = Flaky(path)
+    tm = make(store, shutdown_grace=2.0)  # type: ignore[arg-type]
+    started = anyio.Event()
+
+    @tm.task
+    async def slow() -> str:
+        started.set()
+        await anyio.sleep(0.2)
+        return "done"
+
+    async with tm:
+        task_id = await tm.enqueue(slow)
+        with anyio.fail_after(5):
+            await started.wait()
+        store.failing = True
+        with anyio.fail_after(15):
+            while tm._write_error is None:  # noqa: ASYNC110 - waiting for the writer to give up
+                await anyio.sleep(0.05)
+        store.failing = False
+        stopped_at = anyio.current_time()
+    assert anyio.current_time() - stopped_at < 2.0
+    rec = store.get(task_id)
+    assert rec is not None
+    assert (rec.status, rec.result, rec.owner) == (TaskStatus.SUCCESS, "done", None)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 async def test_tasks_queued_as_the_manager_is_cancelled_are_not_lost(
     tmp_path: Path, kind: str
@@ -539,6 +582,59 @@ async def test_tasks_the_teardown_could_not_write_run_at_the_next_start(tmp_path
                 assert (await tm.wait(task_id)).result == "ran"
 
 
+async def test_outcomes_the_teardown_could_not_write_are_written_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # Torn down by a cancellation while the store refuses writes: the teardown must not
+    # crash (the error of recording a cut attempt raised in place of the cancellation),
+    # and the outcomes it could not write (an attempt that ended, one it cut) stay queued
+    # like the tasks it could not write, for the next start, instead of leaving their
+    # tasks `running` in the name of the stopped run until their leases run out.
+    class Flaky(SQLiteStore):
+        failing = False
+
+        def check(self) -> None:
+            if self.failing:
+                raise OSError("disk I/O error")
+
+        async def write_batch(self, *args: Any, **kwargs: Any) -> Any:
+            self.check()
+            return await super().write_batch(*args, **kwargs)
+
+        async def complete(self, *args: Any, **kwargs: Any) -> Any:
+            self.check()
+            return await super().complete(*args, **kwargs)
+
+    store = Flaky(str(tmp_path / "o.db"))
+    tm = make(store, max_concurrency=2, shutdown_grace=2.0)  # type: ignore[arg-type]
+
+    @tm.task
+    async def short() -> str:
+        await anyio.sleep(0.1)
+        return "done"
+
+    @tm.task
+    async def long() -> None:
+        await anyio.sleep(30)
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            ended, cut = await tm.enqueue(short), await tm.enqueue(long)
+            await wait_running(tm, ended, cut)
+            store.failing = True
+            await anyio.sleep(0.3)  # `short` has ended; its outcome is not committed
+            outer.cancel()
+    for task_id in (ended, cut):
+        rec = store.get(task_id)
+        assert rec is not None
+        assert rec.status is TaskStatus.RUNNING  # (nothing could be written)
+    store.failing = False
+    async with tm:
+        await tm.flush()
+    statuses = {task_id: store.get(task_id).status for task_id in (ended, cut)}  # type: ignore[union-attr]
+    assert statuses == {ended: TaskStatus.SUCCESS, cut: TaskStatus.INTERRUPTED}
+
+
 async def test_a_group_commit_failing_during_the_teardown_is_waited_for(tmp_path: Path) -> None:
     # The writer's write runs to its end even when the writer is cancelled. The teardown
     # waits for it: here it fails and puts its records back in the queue, and the
@@ -576,6 +672,37 @@ async def test_a_group_commit_failing_during_the_teardown_is_waited_for(tmp_path
     await tm.flush()  # nothing left queued
 
 
+async def test_a_group_commit_cancelled_in_flight_loses_nothing(tmp_path: Path) -> None:
+    # A store whose write lets a cancellation in (a network database driver): the
+    # writer's write with no claim in it (no free slot) is not shielded, and a teardown
+    # ends it. Whether it committed is unknown: the tasks it held must still reach the
+    # store, not vanish with it after add_task returned their ids.
+    class NetworkLike(SQLiteStore):
+        async def write_batch(self, *args: Any, **kwargs: Any) -> Any:
+            await anyio.sleep(0.2)  # the round trip to the server
+            return await super().write_batch(*args, **kwargs)
+
+    store = NetworkLike(str(tmp_path / "n.db"))
+    tm = make(store, max_concurrency=1, shutdown_grace=0.3)  # type: ignore[arg-type]
+
+    @tm.task
+    async def noop() -> None:
+        pass
+
+    @tm.task
+    async def busy() -> None:
+        await anyio.sleep(5)
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            await wait_running(tm, await tm.enqueue(busy))  # no free slot: no claim
+            ids = [tm.add_task(noop) for _ in range(3)]
+            await anyio.sleep(0.1)  # the writer has taken them; its write is in flight
+            outer.cancel()
+    assert all(store.get(task_id) is not None for task_id in ids)
+    await tm.flush()  # nothing left queued
+
+
 async def test_stop_from_another_thread_shuts_the_manager_down() -> None:
     tm = make(MemoryStore())
     finished: list[str] = []
@@ -596,6 +723,26 @@ async def test_stop_from_another_thread_shuts_the_manager_down() -> None:
     rec = tm.store.get(task_id)
     assert rec is not None
     assert rec.status is TaskStatus.SUCCESS
+
+
+async def test_a_stop_asked_while_the_manager_starts_is_not_lost() -> None:
+    # A stop asked while the store opens and recovers (by another task, a thread, a
+    # signal handler) must stop the manager once it has started, not be dropped.
+    class SlowRecover(MemoryStore):
+        async def recover(self, now: Any) -> Any:
+            await anyio.sleep(0.3)
+            return await super().recover(now)
+
+    tm = make(SlowRecover())
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tm.run)
+            await anyio.sleep(0.1)
+            assert tm.state.value == "starting"
+            await anyio.to_thread.run_sync(tm.stop)
+            tm.stop()  # (from the event loop thread too)
+            # run() returns by itself: the group exits without cancelling it
+    assert tm.state.value == "idle"
 
 
 async def test_task_claimed_just_before_stop_is_cut_off_too() -> None:
@@ -796,3 +943,33 @@ async def test_a_manager_that_wrote_what_it_queued_before_starting_is_not_kept_a
     del tm, job
     gc.collect()
     assert ref() is None
+
+
+async def test_wait_and_join_cut_short_by_a_stop_say_the_manager_stopped(
+    tmp_path: Path,
+) -> None:
+    # The stop wakes them and closes the SQLite store; they must not then report the
+    # closed store (StoreError) but that the manager stopped.
+    tm = make(SQLiteStore(str(tmp_path / "w.db")), shutdown_grace=0.2)  # type: ignore[arg-type]
+
+    @tm.task(requeue_on_interrupt=True)
+    async def long() -> None:
+        await anyio.sleep(30)
+
+    errors: dict[str, BaseException] = {}
+
+    async def record(what: str, call: Any) -> None:
+        try:
+            await call()
+        except Exception as exc:
+            errors[what] = exc
+
+    async with anyio.create_task_group() as tg, tm:
+        task_id = await tm.enqueue(long)
+        await wait_running(tm, task_id)
+        tg.start_soon(record, "wait", lambda: tm.wait(task_id))
+        tg.start_soon(record, "join", tm.join)
+        await anyio.sleep(0.1)
+    assert sorted(errors) == ["join", "wait"]
+    for exc in errors.values():
+        assert isinstance(exc, ManagerStateError), repr(exc)

@@ -931,7 +931,14 @@ class TaskManager:
             event = self._waiters.get(task_id)
             if event is None:
                 event = self._waiters[task_id] = anyio.Event()
-            rec = await self._store.fetch(task_id)
+            try:
+                rec = await self._store.fetch(task_id)
+            except StoreError:
+                if self._outer_tg is None:  # it stopped while we waited (and closed its store)
+                    raise ManagerStateError(
+                        f"the manager stopped while task {task_id} had not ended"
+                    ) from None
+                raise
             if rec is None:
                 raise TaskNotFound(f"no task with id {task_id!r}")
             if rec.status.terminal:
@@ -969,7 +976,15 @@ class TaskManager:
                         # to ask it; wait until an attempt ends or outcomes are committed
                         await self._wait_changed(self.poll_interval if self._store.shared else 5.0)
                         continue
-                if not await self._store.has_unfinished():
+                try:
+                    unfinished = await self._store.has_unfinished()
+                except StoreError:
+                    if self._outer_tg is None:  # it stopped while we waited (store closed)
+                        raise ManagerStateError(
+                            "the manager stopped while tasks were pending or running"
+                        ) from None
+                    raise
+                if not unfinished:
                     return
                 if self._outer_tg is None:
                     raise ManagerStateError("tasks are pending but the manager is not running")
@@ -1294,6 +1309,12 @@ class TaskManager:
                 raise ManagerStateError(f"the task manager is already {self._state.value}")
             self._state = RunState.STARTING
         self._reset_runtime()
+        # from the start on, not once the store is open and recovered: a stop asked while
+        # the manager starts (by another task, a thread, a signal handler) is kept, and
+        # the manager stops as soon as it has started
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._stop = anyio.Event()
         with _queued_while_idle_lock:  # what it holds queued is written by this run
             _queued_while_idle.discard(self)
         if self._fixed_instance_id is None:
@@ -1303,6 +1324,14 @@ class TaskManager:
             try:
                 await self._serve(task_status)
             finally:
+                # The writer has ended with _serve: torn down by a cancellation (before or
+                # during a stop), or it kept failing and the stop gave up waiting for it.
+                # What it left (records queued for its next commit, outcomes it has not
+                # committed) is written to the store directly (an insert the writer did
+                # commit conflicts on its id, and an outcome it did commit is refused:
+                # nothing is applied twice).
+                await self._write_left_inserts()
+                await self._write_left_outcomes()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                     await self._store.close()
         finally:
@@ -1327,16 +1356,15 @@ class TaskManager:
             n = await self._store.interrupt_pending(started_at, started_at)
             if n:
                 log.warning("marked %d pending task(s) from an earlier run interrupted", n)
-        self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
         self._writer_wake = _Signal()
         self._dispatch_wake = _Signal()
         self._spread = _Signal()
         self._committed_signal = anyio.Event()
         self._changed = None
-        self._stop = anyio.Event()
         self._thread_limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._dispatcher_done = anyio.Event()
+        stop = self._stop
+        assert stop is not None  # (made by run, a stop asked meanwhile already set)
         store = self._store
         self._inline_store = store if isinstance(store, MemoryStore) and store.inline else None
         self._detach_args = isinstance(store, MemoryStore)
@@ -1355,45 +1383,36 @@ class TaskManager:
                 self._writer_wake.set()
             with self._lock:
                 self._state = RunState.RUNNING
-            try:
-                async with anyio.create_task_group() as pool:
-                    # counted from their spawn, not their start: "none left" must not be
-                    # mistaken for "none started yet" (see _wait_unoccupied)
-                    self._workers_alive = self.max_concurrency
-                    for i in range(self.max_concurrency):
-                        pool.start_soon(self._worker, _Slot(), name=f"anytask worker {i}")
-                    dispatch_scope = anyio.CancelScope()
-                    pool.start_soon(self._dispatcher, dispatch_scope, name="anytask dispatcher")
-                    pool.start_soon(self._spreader, name="anytask spreader")
-                    task_status.started()
-                    try:
-                        await self._stop.wait()
-                        if (
-                            self._inline_store is not None
-                            and anyio.current_effective_deadline() != -math.inf
-                        ):
-                            # tasks queued while a worker ran others were left for it to take
-                            # (_enqueued_here); the free slots hold as many of them now, and
-                            # the stop lets them finish, as if claimed when they were queued
-                            # (not when the manager is being cancelled: nothing would run them)
-                            self._claim_here_now(self._free_slots())
-                    finally:
-                        if anyio.current_effective_deadline() == -math.inf:
-                            self._torn_down = True  # a cancellation, not a stop
-                        with self._lock:
-                            self._state = RunState.STOPPING
-                        dispatch_scope.cancel()
-                        with anyio.CancelScope(shield=True):
-                            await self._drain()
-                        self._close_workers()
-            except BaseException:
-                # torn down (a cancellation): the writer goes too, so the records queued
-                # for its next commit and the outcomes it has not committed are written to
-                # the store directly (an insert the writer did commit conflicts on its id,
-                # and an outcome it did commit is refused: nothing is applied twice)
-                await self._write_left_inserts()
-                await self._write_left_outcomes()
-                raise
+            async with anyio.create_task_group() as pool:
+                # counted from their spawn, not their start: "none left" must not be
+                # mistaken for "none started yet" (see _wait_unoccupied)
+                self._workers_alive = self.max_concurrency
+                for i in range(self.max_concurrency):
+                    pool.start_soon(self._worker, _Slot(), name=f"anytask worker {i}")
+                dispatch_scope = anyio.CancelScope()
+                pool.start_soon(self._dispatcher, dispatch_scope, name="anytask dispatcher")
+                pool.start_soon(self._spreader, name="anytask spreader")
+                task_status.started()
+                try:
+                    await stop.wait()
+                    if (
+                        self._inline_store is not None
+                        and anyio.current_effective_deadline() != -math.inf
+                    ):
+                        # tasks queued while a worker ran others were left for it to take
+                        # (_enqueued_here); the free slots hold as many of them now, and
+                        # the stop lets them finish, as if claimed when they were queued
+                        # (not when the manager is being cancelled: nothing would run them)
+                        self._claim_here_now(self._free_slots())
+                finally:
+                    if anyio.current_effective_deadline() == -math.inf:
+                        self._torn_down = True  # a cancellation, not a stop
+                    with self._lock:
+                        self._state = RunState.STOPPING
+                    dispatch_scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await self._drain()
+                    self._close_workers()
             # every attempt has handed its outcome to the writer; commit them all
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 while self._outcomes or self._writing or self._committed < self._submitted:
@@ -1401,11 +1420,6 @@ class TaskManager:
                         break
                     self._writer_wake.set()
                     await anyio.sleep(0.001)
-            if not self._writer_alive:
-                # a cancellation that came after the stop ended the writer: what it left
-                # is written to the store directly, as at a teardown
-                await self._write_left_inserts()
-                await self._write_left_outcomes()
             services.cancel_scope.cancel()
 
     async def _drain(self) -> None:
@@ -1485,11 +1499,15 @@ class TaskManager:
         log.info("anytask: %d claimed task(s) that never started go back to pending", len(outs))
         accepted: builtins.list[bool] = []
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
                 accepted = await self._store.complete(outs)
+            if scope.cancelled_caught:
+                raise TimeoutError("the store did not answer within 5 s")
         except Exception:
-            # the teardown goes on (their leases run out and recovery takes them)
+            # the teardown goes on; they are tried again with the outcomes left
+            # (_write_left_outcomes), else their leases run out and recovery takes them
             log.exception("anytask: handing back %d claimed task(s) failed", len(outs))
+            self._outcomes.extend(zip(outs, records, strict=True))
         # published and waited-for like any outcome ("retrying": back to pending, or
         # cancelled when a cancel was asked meanwhile)
         self._after_outcomes(
@@ -1529,16 +1547,23 @@ class TaskManager:
         self._committed = self._submitted - len(self._inserts)
 
     async def _write_left_outcomes(self) -> None:
-        outs = [out for out, _ in self._outs_writing] + [out for out, _ in self._outcomes]
+        """Write the outcomes the writer has not committed directly. If this write fails,
+        they stay queued, for the next start of this manager (an outcome whose lease ran
+        out and that recovery took meanwhile is refused then: nothing is applied twice);
+        if it never comes, their leases run out and recovery takes them."""
+        left = [*self._outs_writing, *self._outcomes]
+        self._outs_writing = []
         self._outcomes = []
-        if not outs:
+        if not left:
             return
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._store.complete(outs)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
+                await self._store.complete([out for out, _ in left])
+            if scope.cancelled_caught:
+                raise TimeoutError("the store did not answer within 5 s")
         except Exception:
-            # (their leases run out and recovery takes them)
-            log.exception("anytask: writing %d outcome(s) at teardown failed", len(outs))
+            log.exception("anytask: writing %d outcome(s) at teardown failed", len(left))
+            self._outcomes[:0] = left
 
     async def _capacity_freed(self) -> None:
         await self._wait_changed(0.05)
@@ -1566,8 +1591,9 @@ class TaskManager:
         try:
             await self._write_cycles()
         finally:
-            # (a write in flight always runs to its end and hands its result back before
-            # the writer can be cancelled, so nothing is in flight now)
+            # (a write in flight runs to its end and hands its result back before the
+            # writer can be cancelled, or, cancelled, puts what it held back: nothing is
+            # in flight now)
             self._writer_alive = self._writing = False
 
     async def _write_cycles(self) -> None:
@@ -1620,6 +1646,19 @@ class TaskManager:
                             from_ts(now + self.lease),
                         )
                     claimed, inserted = res.claimed, res.inserted
+            except anyio.get_cancelled_exc_class():
+                # the manager is torn down in the middle of a write that is not shielded
+                # (no claim in it) and that the store lets be cancelled (a network
+                # driver): whether it committed is unknown, so it is put back for the
+                # teardown to write directly (_write_left_inserts, _write_left_outcomes; an
+                # insert that did commit conflicts on its id, an outcome is refused)
+                self._writing = False
+                self._outs_writing = []
+                with self._lock:
+                    self._inserts[:0] = batch
+                    self._batch_writing = []
+                self._outcomes[:0] = outs
+                raise
             except Exception as exc:
                 self._writing = False
                 self._outs_writing = []
@@ -2079,8 +2118,16 @@ class TaskManager:
         self._occupied -= 1
         out = self._outcome(rec, slot.reason or "shutdown", None, None, active)
         if out is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._store.complete([out])
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
+                    await self._store.complete([out])
+                if scope.cancelled_caught:
+                    raise TimeoutError("the store did not answer within 5 s")
+            except Exception:
+                # not raised in place of the cancellation (it would crash the teardown):
+                # the teardown tries it again with the outcomes left (_write_left_outcomes)
+                log.exception("anytask: recording task %s at teardown failed", rec.id)
+                self._outcomes.append((out, rec))
 
     async def _attempt(self, slot: _Slot, rec: TaskRecord) -> datetime | None:
         """One attempt of ``rec`` in the worker's scope. Returns once its outcome is handed
