@@ -1007,16 +1007,50 @@ class TaskManager:
         if slot is not None and slot.reason is None:
             slot.cancel("cancel")
             return await self._settled(task_id)
+        queued = False
         if self._outer_tg is not None and self._committed < self._submitted:
-            await self.flush()  # it may have been added a moment ago: in the store first
-        return await self._cancel_stored(task_id)
+            # it may have been added a moment ago: in the store first. The commit that
+            # writes it may also claim it and hand it to a worker before this call goes
+            # on: marked first, the worker records it cancelled instead of starting it
+            with self._lock:
+                queued = any(r.id == task_id for r in self._inserts) or any(
+                    r.id == task_id for r in self._batch_writing
+                )
+            if queued:
+                self._cancel_soon.add(task_id)
+            try:
+                await self.flush()
+            except BaseException:
+                if queued:
+                    self._cancel_soon.discard(task_id)
+                raise
+        try:
+            status = await self._cancel_stored(task_id)
+        except BaseException:
+            if queued:
+                self._cancel_soon.discard(task_id)
+            raise
+        if queued and status is not TaskStatus.RUNNING:
+            self._cancel_soon.discard(task_id)  # (a worker took it already, or none will)
+        return status
 
     async def _cancel_stored(self, task_id: str) -> TaskStatus:
         """:meth:`cancel` of a task that is in the store (no flush first)."""
-        status = await self._store.cancel(task_id, self.clock.now())
+        now = self.clock.now()
+        status = await self._store.cancel(task_id, now)
         if status is None:
             raise TaskNotFound(f"no task with id {task_id!r}")
         if status is TaskStatus.CANCELLED:
+            if self.events.active:
+                # a pending task cancelled by this call (not one cancelled earlier): a
+                # committed change like any other, published as "finished"
+                rec = await self._store.fetch(task_id)
+                if (
+                    rec is not None
+                    and rec.ended_at is not None
+                    and abs(rec.ended_at - now) <= _SAME_TIME
+                ):
+                    self._publish("finished", rec, TaskStatus.CANCELLED, "cancelled", now)
             self._notify_terminal([task_id])
         elif status is TaskStatus.RUNNING and self._outer_tg is not None:
             run = self._run_id
