@@ -59,6 +59,16 @@ def make() -> TaskManager:
             id="window-huge",
         ),
         pytest.param({"every": float("inf")}, "finite", id="every-inf"),
+        pytest.param({"every": 10**400}, "every must be at most", id="every-int-beyond-float"),
+        pytest.param(
+            {"every": 60, "jitter": 10**400}, "jitter must be at most", id="jitter-int-huge"
+        ),
+        pytest.param({"every": 60, "jitter": -(10**400)}, "jitter", id="jitter-int-very-negative"),
+        pytest.param(
+            {"every": 60, "misfire_window": 10**400},
+            "misfire_window must be at most",
+            id="window-int-huge",
+        ),
         pytest.param({"every": True}, "number of seconds", id="every-bool"),
         pytest.param({"every": "5m"}, "number of seconds", id="every-str"),
         pytest.param({"every": 60, "cron": "* * * * *"}, "not both", id="both"),

@@ -675,3 +675,95 @@ def test_every_definition_of_the_fire_times_has_its_own_progress() -> None:
     assert key(cron="0 9 * * *") != key(cron="0 9 * * *", timezone="Europe/Berlin")
     assert key(every=60) != key(every=60, start_at=T0 + timedelta(seconds=1))
     assert key(every=60, jitter=5, misfire="skip") == key(every=60)  # times unchanged
+
+
+async def test_a_redefinition_after_a_pause_and_resume_still_starts_afresh() -> None:
+    # the resume left its mark (the latest hourly fire then) in the control row; a later
+    # redeploy with new fire times and no downtime must not count the new definition's
+    # fire times since that resume as missed
+    store, clock = MemoryStore(), LoopClock((T0 - timedelta(seconds=10)).timestamp())
+
+    async def sync() -> None:
+        pass
+
+    first = make(store, clock)
+    first.schedule(every=3600, id="sync", misfire="catch_up", overlap="allow")(sync)
+    async with first:
+        await sleep_until(first, T0 + timedelta(seconds=100))
+        await first.pause_schedule("sync")
+        await first.resume_schedule("sync")
+        await sleep_until(first, T0 + timedelta(hours=5, seconds=100))
+    second = make(store, clock)
+    second.schedule(every=607, id="sync", misfire="catch_up", overlap="allow")(sync)
+    async with second:
+        await sleep_until(second, T0 + timedelta(hours=5, seconds=200))
+        await second.join()
+    recs = await records(second, "sync")
+    assert fires(recs) == at(*range(0, 5 * 3600 + 1, 3600))  # no fire of every=607 yet
+    assert all(r.created_at == r.fire_at for r in recs)
+
+
+async def test_a_rollback_to_an_earlier_definition_starts_afresh() -> None:
+    # A (hourly) runs, B (hourly at :30) replaces it for hours, A comes back with no
+    # downtime: A's fire times while B ran were not missed
+    store, clock = MemoryStore(), LoopClock((T0 - timedelta(seconds=10)).timestamp())
+
+    async def sync() -> None:
+        pass
+
+    def deploy(**definition: Any) -> TaskManager:
+        tm = make(store, clock)
+        tm.schedule(id="sync", misfire="catch_up", overlap="allow", **definition)(sync)
+        return tm
+
+    for definition, until in [
+        ({"every": 3600}, 100),
+        ({"every": 3600, "start_at": T0 + timedelta(seconds=1800)}, 5 * 3600 + 100),
+        ({"every": 3600}, 5 * 3600 + 200),
+    ]:
+        tm = deploy(**definition)
+        async with tm:
+            await sleep_until(tm, T0 + timedelta(seconds=until))
+            await tm.join()
+    recs = await records(tm, "sync")
+    assert fires(recs) == at(0, *range(1800, 5 * 3600, 3600))
+    assert all(r.created_at == r.fire_at for r in recs)
+
+
+async def test_a_definition_back_after_downtime_of_its_own_still_runs_missed_fires() -> None:
+    # the rollback rule must not weaken the normal restart: the same definition, down
+    # over a fire, still runs it (its own progress is the newest)
+    store, clock = MemoryStore(), LoopClock(T0.timestamp())
+
+    async def job() -> None:
+        pass
+
+    for until in (130, 400):
+        tm = make(store, clock)
+        tm.schedule(every=60, id="s", misfire="catch_up", overlap="allow")(job)
+        async with tm:
+            await sleep_until(tm, T0 + timedelta(seconds=until))
+            await tm.join()
+        await anyio.sleep(100)
+    assert fires(await records(tm, "s")) == at(*range(60, 400, 60))
+
+
+class SlowStatesStore(MemoryStore):
+    async def schedule_states(self) -> dict[str, ScheduleState]:
+        await anyio.sleep(0.5)  # a busy store: the pass that fires at 60 s reads late
+        return await super().schedule_states()
+
+
+async def test_resuming_a_schedule_that_is_not_paused_drops_no_fire() -> None:
+    tm = make(SlowStatesStore())
+
+    @tm.schedule(every=60, id="s")
+    async def job() -> None:
+        pass
+
+    async with tm:
+        await sleep_until(tm, T0 + timedelta(seconds=60.2))  # the 60 s pass is in flight
+        await tm.resume_schedule("s")
+        await sleep_until(tm, T0 + timedelta(seconds=190))
+        await tm.join()
+    assert fires(await records(tm, "s")) == at(60, 120, 180)

@@ -60,7 +60,9 @@ def _seconds(option: str, value: Any, *, allow_none: bool = False) -> float | No
         raise ConfigurationError(
             f"{option} must be a number of seconds or a timedelta, got {value!r}"
         )
-    if not math.isfinite(value) or value < 0:
+    # an int is compared exactly (math.isfinite would raise OverflowError on one too
+    # large for a float)
+    if (value < 0) if isinstance(value, int) else (not math.isfinite(value) or value < 0):
         raise ConfigurationError(f"{option} must be a finite number >= 0, got {value!r}")
     if value > _MAX_SECONDS:
         raise ConfigurationError(

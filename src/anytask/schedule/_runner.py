@@ -184,25 +184,40 @@ class _Runner:
             # written by a version that kept one row per schedule: its progress holds
             # until this version writes the row of the definition
             progress = states.get(sched.id)
+        handled = self.handled.get(sched.id)
+        if (
+            handled is None
+            and progress is not None
+            and progress.last_fire_at is not None
+            and any(
+                k.startswith(sched.id + _DEF)
+                and k != key
+                and v.last_fire_at is not None
+                and v.last_fire_at > progress.last_fire_at
+                for k, v in states.items()
+            )
+        ):
+            # another definition ran since this one last did (a rollback to an earlier
+            # definition): this definition's progress is stale, start afresh
+            progress = None
+        own = progress.last_fire_at if progress else None
         control = states.get(sched.control_key)
         paused = control is not None and control.paused
-        mark = _later(
-            progress.last_fire_at if progress else None,
-            control.last_fire_at if control else None,
-        )
+        mark = _later(own, control.last_fire_at if control else None)
         forced: list[datetime] = []
-        handled = self.handled.get(sched.id)
         if handled is None:  # first pass of this instance (or its retry)
             if sched.run_on_start and not paused:
                 latest = sched.trigger.last_fires(now, 1)
                 if latest and (mark is None or latest[0] > mark):
                     forced = latest
-            if mark is None:
-                # never seen (or just redefined): nothing is missed before now, and the
-                # store says so at once, so that a restart before the first fire still
-                # knows which fires it missed
+            if own is None:
+                # never seen (or just redefined): nothing is missed before now (not
+                # even since a resume of an earlier definition), and the store says so
+                # at once, so that a restart before the first fire still knows which
+                # fires it missed
                 await tm.store.save_schedule_state(ScheduleState(key, now, False))
                 mark = now
+            assert mark is not None  # (own, or now)
             handled = mark
         else:
             handled = _later(handled, mark) or handled
@@ -349,6 +364,11 @@ async def pause_schedule(tm: TaskManager, schedule_id: str) -> None:
 async def resume_schedule(tm: TaskManager, schedule_id: str) -> None:
     sched = _get(tm, schedule_id)
     tm._require_running("resume_schedule")
+    control = (await tm.store.schedule_states()).get(sched.control_key)
+    if control is None or not control.paused:
+        # not paused: nothing to resume. Moving the mark would drop a fire that is due
+        # but not inserted yet (a pass in flight, or an insert being retried)
+        return
     latest = sched.trigger.last_fires(tm.clock.now(), 1)
     mark = latest[0] if latest else None
     await tm.store.save_schedule_state(ScheduleState(sched.control_key, mark, False))
