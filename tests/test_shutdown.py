@@ -973,3 +973,54 @@ async def test_wait_and_join_cut_short_by_a_stop_say_the_manager_stopped(
     assert sorted(errors) == ["join", "wait"]
     for exc in errors.values():
         assert isinstance(exc, ManagerStateError), repr(exc)
+
+
+# Outcomes a teardown could not write stay queued for the next start, like tasks: the
+# manager is held until then and the exit warns when it never comes.
+
+
+class FlakyWritesStore(SQLiteStore):
+    failing = False
+
+    async def write_batch(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failing:
+            raise OSError("disk I/O error")
+        return await super().write_batch(*args, **kwargs)
+
+    async def complete(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failing:
+            raise OSError("disk I/O error")
+        return await super().complete(*args, **kwargs)
+
+
+async def test_outcomes_left_by_a_teardown_are_held_and_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("CRITICAL", logger="anytask")
+    store = FlakyWritesStore(str(tmp_path / "o.db"))
+    tm = TaskManager(store=store, shutdown_grace=0.5)
+
+    @tm.task
+    async def short() -> str:
+        await anyio.sleep(0.1)
+        return "done"
+
+    with anyio.CancelScope() as outer:
+        async with tm:
+            task_id = await tm.enqueue(short)
+            await anyio.sleep(0.05)
+            store.failing = True
+            await anyio.sleep(0.3)
+            outer.cancel()
+    assert tm._outcomes
+    assert not tm._inserts
+    assert tm in _manager_module._queued_while_idle
+    caplog.clear()
+    caplog.set_level("WARNING", logger="anytask")
+    _manager_module._warn_never_committed()
+    assert task_id in caplog.text
+    assert "outcomes" in caplog.text
+    store.failing = False
+    async with tm:
+        await tm.flush()
+    assert store.get(task_id).status is TaskStatus.SUCCESS  # type: ignore[union-attr]

@@ -96,9 +96,13 @@ _SUCCESS = TaskStatus.SUCCESS
 #: Most records the writer inserts in one transaction: a huge ``add_task`` burst is
 #: committed in slices, so claims and outcomes are not held up behind it.
 INSERT_BATCH = 2000
-#: Two creation times this close are the same record's (a store keeping them as float
-#: seconds may round them by a microsecond; two records are built further apart).
+#: Two creation times this close are taken as one record's, where a store did not say
+#: whether an insert was a no-op (see _take_back; a store keeping times as float seconds
+#: may round them by a microsecond).
 _SAME_TIME = timedelta(microseconds=1)
+#: Keyed and replay records whose insert the store answered, remembered for a take-back
+#: (see TaskManager._insert_verdicts); the oldest are forgotten past this.
+_VERDICTS_KEPT = 2_000
 #: Rows a retention pass deletes per transaction.
 PURGE_BATCH = 500
 #: The ended statuses ``retention`` applies to (``dead_retention`` applies to the dead ones).
@@ -119,6 +123,14 @@ def _warn_never_committed() -> None:
     for tm in managers:
         with tm._lock:
             lost = [rec.id for rec in tm._inserts if id(rec) not in tm._withdrawn]
+        if tm._outcomes:
+            log.warning(
+                "anytask: the outcomes of %d attempt(s) were never written to the store: its "
+                "store refused them as the task manager stopped, and it did not run again "
+                "(their tasks stay running until their leases run out; ids: %s)",
+                len(tm._outcomes),
+                ", ".join(out.id for out, _ in tm._outcomes[:5]),
+            )
         if lost:
             shown = ", ".join(lost[:5]) + (", ..." if len(lost) > 5 else "")
             log.warning(
@@ -369,6 +381,10 @@ class TaskManager:
         # its caller is told that none of it was accepted)
         self._with_next: set[int] = set()
         self._batch_writing: list[TaskRecord] = []  # taken from _inserts, being written
+        # id() of keyed and replay records (whose id is derived) -> (the record, whether the
+        # store inserted it or already held a task under its id): what _take_back goes by.
+        # The record is held, so that its id() is not reused while it is remembered.
+        self._insert_verdicts: dict[int, tuple[TaskRecord, bool]] = {}
         self._submitted = 0
         self._committed = 0
         self._outcomes: list[tuple[Outcome, TaskRecord]] = []
@@ -848,14 +864,33 @@ class TaskManager:
             try:
                 if rec.idempotency_key is not None or rec.replay_of is not None:
                     # its id is derived: the store may hold another caller's task under it
-                    # (an accepted one; this insert was a no-op), which must stand
-                    stored = await self._store.fetch(rec.id)
-                    if stored is None or abs(stored.created_at - rec.created_at) > _SAME_TIME:
-                        continue
+                    # (an accepted one; this insert was a no-op), which must stand. The
+                    # store said which (two records' creation times may be equal: a coarse
+                    # or virtual clock); only a store that does not say is asked for it.
+                    verdict = self._insert_verdicts.pop(id(rec), None)
+                    if verdict is not None and verdict[0] is rec:
+                        if not verdict[1]:
+                            continue
+                    else:
+                        stored = await self._store.fetch(rec.id)
+                        if stored is None or abs(stored.created_at - rec.created_at) > _SAME_TIME:
+                            continue
                 await self._cancel_stored(rec.id)  # (not cancel(): its flush would fail too)
             except Exception:
                 log.exception("anytask: could not cancel task %s, not accepted", rec.id)
         return False
+
+    def _remember_inserts(self, records: Sequence[TaskRecord], inserted: Sequence[bool]) -> None:
+        """Remember what the store said of the keyed and replay records among ``records``
+        (see _insert_verdicts); nothing when it did not say."""
+        if len(inserted) != len(records):
+            return
+        verdicts = self._insert_verdicts
+        for rec, ok in zip(records, inserted, strict=True):
+            if rec.idempotency_key is not None or rec.replay_of is not None:
+                verdicts[id(rec)] = (rec, bool(ok))
+        while len(verdicts) > _VERDICTS_KEPT:
+            del verdicts[next(iter(verdicts))]
 
     async def flush(self) -> None:
         """Wait until every task queued so far (by any thread) is committed."""
@@ -1037,11 +1072,14 @@ class TaskManager:
     async def _cancel_stored(self, task_id: str) -> TaskStatus:
         """:meth:`cancel` of a task that is in the store (no flush first)."""
         now = self.clock.now()
+        # (pending before the call: the end time alone cannot tell this call's cancel from
+        # an earlier one when the clock has not moved, a coarse or a virtual clock)
+        before = await self._store.fetch(task_id) if self.events.active else None
         status = await self._store.cancel(task_id, now)
         if status is None:
             raise TaskNotFound(f"no task with id {task_id!r}")
         if status is TaskStatus.CANCELLED:
-            if self.events.active:
+            if before is not None and before.status is _PENDING and self.events.active:
                 # a pending task cancelled by this call (not one cancelled earlier): a
                 # committed change like any other, published as "finished"
                 rec = await self._store.fetch(task_id)
@@ -1371,7 +1409,9 @@ class TaskManager:
         finally:
             with self._lock:
                 self._state = RunState.IDLE
-                if self._inserts:  # the store did not take them: they wait for a next start
+                # the store did not take them (tasks, or outcomes of attempts that ended):
+                # they wait for a next start
+                if self._inserts or self._outcomes:
                     with _queued_while_idle_lock:
                         _queued_while_idle.add(self)
                 waiters = [*self._waiters.values()]
@@ -1551,9 +1591,9 @@ class TaskManager:
     async def _write_left_inserts(self) -> None:
         """Write the records still queued for a group commit directly: a task queued with
         ``add_task`` just before a cancellation, or after it, is not lost with the writer.
-        A write the writer has in flight runs to its end (a store write is never cut
-        short) and is waited for first: it either commits its records or puts them back
-        in the queue. If this write fails, the records stay queued, for the next start of
+        A write the writer has in flight is waited for first: it either commits its
+        records or puts them back in the queue (also when a store lets a cancellation cut
+        it short). If this write fails, the records stay queued, for the next start of
         this manager."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             while self._writing:
@@ -1568,7 +1608,7 @@ class TaskManager:
             return
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
-                await self._store.insert(queued)
+                inserted = await self._store.insert(queued)
             if scope.cancelled_caught:
                 raise TimeoutError("the store did not answer within 5 s")
         except Exception:
@@ -1576,6 +1616,7 @@ class TaskManager:
             with self._lock:
                 self._inserts[:0] = queued
             return
+        self._remember_inserts(queued, inserted)
         with self._lock:
             self._with_next.difference_update(id(rec) for rec in queued)
         self._committed = self._submitted - len(self._inserts)
@@ -1722,6 +1763,8 @@ class TaskManager:
             delay = 0.05
             self._write_error = None
             self._committed = mark
+            if batch:
+                self._remember_inserts(batch, inserted)
             if batch and self.events.active:
                 if len(inserted) != len(batch):  # (a store that does not say)
                     inserted = [True] * len(batch)
