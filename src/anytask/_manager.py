@@ -35,7 +35,7 @@ import time
 import traceback as tb_module
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -86,6 +86,7 @@ __all__ = ["RunState", "TaskAdder", "TaskManager"]
 log = logging.getLogger("anytask")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: Options of ``add_task``/``enqueue`` that are not passed to the task function.
 RESERVED_KWARGS = frozenset({"priority", "delay", "run_at", "tags", "idempotency_key"})
@@ -158,6 +159,14 @@ async def purge_in_batches(
         if limit is None or n < limit:
             return total
         await anyio.lowlevel.checkpoint()
+
+
+async def _at_teardown(call: Callable[[], Awaitable[T]], seconds: float = 5.0) -> T:
+    """``await call()`` as a teardown writes: shielded from the cancellation that may be
+    tearing the manager down, and given up after ``seconds`` (``TimeoutError``)."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(seconds):
+        return await call()
+    raise TimeoutError(f"the store did not answer within {seconds:g} s")
 
 
 def _age(option: str, value: float | timedelta | None) -> float | None:
@@ -1573,10 +1582,7 @@ class TaskManager:
         log.info("anytask: %d claimed task(s) that never started go back to pending", len(outs))
         accepted: builtins.list[bool] = []
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
-                accepted = await self._store.complete(outs)
-            if scope.cancelled_caught:
-                raise TimeoutError("the store did not answer within 5 s")
+            accepted = await _at_teardown(lambda: self._store.complete(outs))
         except Exception:
             # the teardown goes on; they are tried again with the outcomes left
             # (_write_left_outcomes), else their leases run out and recovery takes them
@@ -1607,10 +1613,7 @@ class TaskManager:
         if not queued:
             return
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
-                inserted = await self._store.insert(queued)
-            if scope.cancelled_caught:
-                raise TimeoutError("the store did not answer within 5 s")
+            inserted = await _at_teardown(lambda: self._store.insert(queued))
         except Exception:
             log.exception("anytask: writing %d queued task(s) at teardown failed", len(queued))
             with self._lock:
@@ -1632,10 +1635,7 @@ class TaskManager:
         if not left:
             return
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
-                await self._store.complete([out for out, _ in left])
-            if scope.cancelled_caught:
-                raise TimeoutError("the store did not answer within 5 s")
+            await _at_teardown(lambda: self._store.complete([out for out, _ in left]))
         except Exception:
             log.exception("anytask: writing %d outcome(s) at teardown failed", len(left))
             self._outcomes[:0] = left
@@ -2196,10 +2196,7 @@ class TaskManager:
         out = self._outcome(rec, slot.reason or "shutdown", None, None, active)
         if out is not None:
             try:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
-                    await self._store.complete([out])
-                if scope.cancelled_caught:
-                    raise TimeoutError("the store did not answer within 5 s")
+                await _at_teardown(lambda: self._store.complete([out]))
             except Exception:
                 # not raised in place of the cancellation (it would crash the teardown):
                 # the teardown tries it again with the outcomes left (_write_left_outcomes)
