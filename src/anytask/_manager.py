@@ -2553,16 +2553,35 @@ class TaskManager:
 
     async def _heartbeat(self) -> None:
         interval = max(self.lease / 3, 0.01)
+        # the wall clock (lease times) against the event loop's (the heartbeat's period):
+        # a forward step of the wall clock (an NTP step, a VM resumed) makes every lease
+        # look expired until its owner's next heartbeat, so recovery waits one period
+        # after a step, in which every live instance (which saw the step too) renews
+        last_wall, last_loop = self.clock.time(), anyio.current_time()
         while True:
             await anyio.sleep(interval)
             try:
                 now = self.clock.time()
+                loop_now = anyio.current_time()
+                stepped = (now - last_wall) - (loop_now - last_loop) > interval / 4
+                last_wall, last_loop = now, loop_now
                 # only what this instance holds: tasks left in its name by an earlier
                 # process with the same (fixed) instance id must run out and be recovered
                 held = {*self._active, *self._claimed}
                 held.update(out.id for out, _ in self._outcomes)
                 held.update(out.id for out, _ in self._outs_writing)
                 hb = await self._store.heartbeat(self.instance_id, from_ts(now + self.lease), held)
+                blocked = anyio.current_time() - loop_now > interval / 2
+                if blocked:
+                    # the write waited (for another connection's lock, for the writer
+                    # thread): the lease it wrote counts from before the wait and may have
+                    # run out already (the recover below would take our own tasks), and
+                    # the other instances' heartbeats waited as well: renew again, and
+                    # give them a beat to renew before recovering anything
+                    now = self.clock.time()
+                    hb = await self._store.heartbeat(
+                        self.instance_id, from_ts(now + self.lease), held
+                    )
                 for task_id, slot in list(self._active.items()):
                     active = slot.active
                     if slot.reason is not None or active is None:
@@ -2576,6 +2595,10 @@ class TaskManager:
                     ):
                         log.warning("anytask: lost the lease of task %s; abandoning it", task_id)
                         slot.cancel("lease")
+                if stepped or blocked:
+                    if stepped:
+                        log.warning("anytask: the wall clock stepped forward; recovery waits")
+                    continue
                 recovered = await self._store.recover(from_ts(self.clock.time()))
                 if recovered.requeued:
                     self._wake_dispatcher()
