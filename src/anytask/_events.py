@@ -42,14 +42,27 @@ class EventHub:
 
     def publish(self, event: TaskEvent) -> None:
         for send, lagging in list(self._subscribers.items()):
-            try:
-                if lagging:
+            if lagging:
+                # A subscriber that stopped reading stays full: look before trying, which
+                # costs far less than a refused send (and its exception) on every event.
+                # It resumes once there is room for the marker and this event both.
+                stats = send.statistics()
+                if stats.max_buffer_size - stats.current_buffer_used < 2:
+                    if stats.open_receive_streams == 0:
+                        self._drop(send)
+                    continue
+                try:
                     send.send_nowait(TaskEvent("overflow", "", "", "", event.at))
+                    send.send_nowait(event)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._drop(send)
+                else:
                     self._subscribers[send] = False
+                continue
+            try:
                 send.send_nowait(event)
             except anyio.WouldBlock:
-                if not lagging:
-                    self._subscribers[send] = True
+                self._subscribers[send] = True
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._drop(send)
 

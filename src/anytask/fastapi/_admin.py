@@ -48,6 +48,7 @@ __all__ = ["TaskAdmin"]
 STATIC_DIR = Path(__file__).parent / "static"
 _WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 _MAX_LIST = 500
+_SEND_GRACE = 2.0  # seconds a send of the event stream may take past its max_age
 MIN_SESSION_TTL = 60.0  # seconds: shorter, a login would expire before the dashboard loads
 
 
@@ -161,6 +162,11 @@ class _EventStream(Response):
         async def pump(cancel: anyio.CancelScope) -> None:
             nonlocal started
             async with self.manager.events.subscribe() as stream:
+                deadline = anyio.current_time() + self.max_age
+                # A client that stopped reading (or vanished without closing) holds a send
+                # until the server's write buffer drains, never noticing the deadline: end
+                # the stream at the deadline all the same, a moment later.
+                cancel.deadline = deadline + _SEND_GRACE
                 # headers only once subscribed: a client that saw the stream open must not
                 # miss an event published in between
                 start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
@@ -168,7 +174,6 @@ class _EventStream(Response):
                 started = True
                 hello = b": ok\nretry: 1000\n\n"
                 await send({"type": "http.response.body", "body": hello, "more_body": True})
-                deadline = anyio.current_time() + self.max_age
                 while self.manager.state is RunState.RUNNING:
                     left = deadline - anyio.current_time()
                     if left <= 0:
@@ -198,10 +203,11 @@ class _EventStream(Response):
             return  # the client went away mid-write
         if not started:
             return
-        try:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass
+        with anyio.move_on_after(_SEND_GRACE):  # (the client may not be reading)
+            try:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                pass
 
 
 class TaskAdmin:
