@@ -2551,6 +2551,14 @@ class TaskManager:
                 before.isoformat(),
             )
 
+    def _held(self) -> set[str]:
+        """The tasks whose leases this instance renews: those it runs or has claimed, and
+        those whose outcome is on its way to the store."""
+        held = {*self._active, *self._claimed}
+        held.update(out.id for out, _ in self._outcomes)
+        held.update(out.id for out, _ in self._outs_writing)
+        return held
+
     async def _heartbeat(self) -> None:
         interval = max(self.lease / 3, 0.01)
         # the wall clock (lease times) against the event loop's (the heartbeat's period):
@@ -2558,6 +2566,12 @@ class TaskManager:
         # look expired until its owner's next heartbeat, so recovery waits one period
         # after a step, in which every live instance (which saw the step too) renews
         last_wall, last_loop = self.clock.time(), anyio.current_time()
+        # recovery is never put off round after round: a store whose every write takes
+        # more than half a period (a slow disk, a busy event loop, steady lock contention)
+        # or a clock that keeps running ahead of the loop's would postpone recovering a
+        # dead instance's tasks forever. A blocked write skips a round only after one that
+        # recovered; a step, unless the round before skipped for a step too
+        skipped: str | None = None
         while True:
             await anyio.sleep(interval)
             try:
@@ -2567,9 +2581,7 @@ class TaskManager:
                 last_wall, last_loop = now, loop_now
                 # only what this instance holds: tasks left in its name by an earlier
                 # process with the same (fixed) instance id must run out and be recovered
-                held = {*self._active, *self._claimed}
-                held.update(out.id for out, _ in self._outcomes)
-                held.update(out.id for out, _ in self._outs_writing)
+                held = self._held()
                 hb = await self._store.heartbeat(self.instance_id, from_ts(now + self.lease), held)
                 blocked = anyio.current_time() - loop_now > interval / 2
                 if blocked:
@@ -2577,10 +2589,13 @@ class TaskManager:
                     # thread): the lease it wrote counts from before the wait and may have
                     # run out already (the recover below would take our own tasks), and
                     # the other instances' heartbeats waited as well: renew again, and
-                    # give them a beat to renew before recovering anything
-                    now = self.clock.time()
+                    # give them a beat to renew before recovering anything. ``now`` stays
+                    # the time ``held`` was first taken at: the lost-lease check below
+                    # counts on it (a task whose claim was still in flight, as one queued
+                    # behind this write, is in neither set, and started after it)
+                    held |= self._held()  # also those claimed meanwhile
                     hb = await self._store.heartbeat(
-                        self.instance_id, from_ts(now + self.lease), held
+                        self.instance_id, from_ts(self.clock.time() + self.lease), held
                     )
                 for task_id, slot in list(self._active.items()):
                     active = slot.active
@@ -2595,10 +2610,12 @@ class TaskManager:
                     ):
                         log.warning("anytask: lost the lease of task %s; abandoning it", task_id)
                         slot.cancel("lease")
-                if stepped or blocked:
+                if (stepped and skipped != "step") or (blocked and skipped is None):
                     if stepped:
                         log.warning("anytask: the wall clock stepped forward; recovery waits")
+                    skipped = "step" if stepped else "blocked"
                     continue
+                skipped = None
                 recovered = await self._store.recover(from_ts(self.clock.time()))
                 if recovered.requeued:
                     self._wake_dispatcher()
