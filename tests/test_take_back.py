@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from anytask import MemoryStore, SQLiteStore, StoreError, TaskManager, TaskStatus
@@ -16,53 +15,6 @@ from anytask._clock import Clock
 from anytask._manager import QueuedHere, _queued_here
 
 pytestmark = pytest.mark.anyio
-
-
-class FailingInsertsStore(MemoryStore):
-    fail = False
-
-    @property
-    def inline(self) -> bool:
-        return False
-
-    async def write_batch(self, records: Any, outcomes: Any, *args: Any) -> Any:
-        if records and self.fail:
-            raise StoreError("database or disk is full")
-        return await super().write_batch(records, outcomes, *args)
-
-
-async def test_taking_back_a_refused_request_leaves_the_keyed_task_of_an_accepted_one(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level("CRITICAL", logger="anytask")
-    store = FailingInsertsStore()
-    tm = TaskManager(store=store)
-
-    @tm.task
-    async def charge(n: int) -> None:
-        pass
-
-    async with tm:
-        original = await tm.enqueue(charge, 0, idempotency_key="order-42", delay=3600)
-        # a retry of that request, as a sync route makes it (the middleware's bookkeeping):
-        # its keyed task is committed (a no-op insert), then the store fails
-        queued = QueuedHere()
-        token = _queued_here.set(queued)
-        try:
-            again = tm.add_task(charge, 0, idempotency_key="order-42", delay=3600)
-            await tm.flush()
-            mine = tm.add_task(charge, 1, delay=3600)
-            store.fail = True
-            tm._wake_writer()
-            with anyio.fail_after(30), pytest.raises(StoreError):
-                await tm._wait_committed(queued.mark)
-            assert await tm._take_back(queued.records) is False  # the request is refused
-        finally:
-            _queued_here.reset(token)
-        assert again == original
-        assert (await tm.get(original)).status is TaskStatus.PENDING  # the accepted one stands
-        store.fail = False
-        assert await tm.get(mine) is None  # withdrawn: never written
 
 
 class FixedClock(Clock):
@@ -89,13 +41,18 @@ class SQLite(FailingInserts, SQLiteStore):
     pass
 
 
+@pytest.mark.parametrize("clock", ["system", "fixed"])
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_take_back_at_the_same_clock_time_leaves_the_accepted_keyed_task(
-    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_a_take_back_leaves_the_keyed_task_of_an_accepted_call(
+    kind: str, clock: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A request refused after its keyed insert was committed as a no-op (a double
+    # submit): the task the accepted request stored under that key stands, the refused
+    # request's own keyed task is cancelled and its unwritten one withdrawn; also when
+    # the two were built at the same clock time.
     caplog.set_level("CRITICAL", logger="anytask")
     store: Any = Memory() if kind == "memory" else SQLite(str(tmp_path / "t.db"))
-    tm = TaskManager(store=store, clock=FixedClock())
+    tm = TaskManager(store=store, clock=FixedClock() if clock == "fixed" else None)
 
     @tm.task
     async def charge(n: int) -> None:

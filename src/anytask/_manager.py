@@ -161,6 +161,12 @@ async def purge_in_batches(
         await anyio.lowlevel.checkpoint()
 
 
+def _derived_id(rec: TaskRecord) -> bool:
+    """Whether ``rec``'s id is derived (from an idempotency key, or from the task it
+    replays), so that the store may already hold another caller's task under it."""
+    return rec.idempotency_key is not None or rec.replay_of is not None
+
+
 async def _at_teardown(call: Callable[[], Awaitable[T]], seconds: float = 5.0) -> T:
     """``await call()`` as a teardown writes: shielded from the cancellation that may be
     tearing the manager down, and given up after ``seconds`` (``TimeoutError``)."""
@@ -871,7 +877,7 @@ class TaskManager:
             return True
         for rec in committed:
             try:
-                if rec.idempotency_key is not None or rec.replay_of is not None:
+                if _derived_id(rec):
                     # its id is derived: the store may hold another caller's task under it
                     # (an accepted one; this insert was a no-op), which must stand. The
                     # store said which (two records' creation times may be equal: a coarse
@@ -896,7 +902,7 @@ class TaskManager:
             return
         verdicts = self._insert_verdicts
         for rec, ok in zip(records, inserted, strict=True):
-            if rec.idempotency_key is not None or rec.replay_of is not None:
+            if _derived_id(rec):
                 verdicts[id(rec)] = (rec, bool(ok))
         while len(verdicts) > _VERDICTS_KEPT:
             del verdicts[next(iter(verdicts))]
@@ -1051,8 +1057,9 @@ class TaskManager:
         if slot is not None and slot.reason is None:
             slot.cancel("cancel")
             return await self._settled(task_id)
+        flush = self._outer_tg is not None and self._committed < self._submitted
         queued = False
-        if self._outer_tg is not None and self._committed < self._submitted:
+        if flush:
             # it may have been added a moment ago: in the store first. The commit that
             # writes it may also claim it and hand it to a worker before this call goes
             # on: marked first, the worker records it cancelled instead of starting it
@@ -1062,42 +1069,31 @@ class TaskManager:
                 )
             if queued:
                 self._cancel_soon.add(task_id)
-            try:
-                await self.flush()
-            except BaseException:
-                if queued:
-                    self._cancel_soon.discard(task_id)
-                raise
+        status: TaskStatus | None = None
         try:
+            if flush:
+                await self.flush()
             status = await self._cancel_stored(task_id)
-        except BaseException:
-            if queued:
+        finally:
+            if queued and status is not TaskStatus.RUNNING:
+                # (a worker took it already, or none will: not left marked)
                 self._cancel_soon.discard(task_id)
-            raise
-        if queued and status is not TaskStatus.RUNNING:
-            self._cancel_soon.discard(task_id)  # (a worker took it already, or none will)
         return status
 
     async def _cancel_stored(self, task_id: str) -> TaskStatus:
         """:meth:`cancel` of a task that is in the store (no flush first)."""
         now = self.clock.now()
-        # (pending before the call: the end time alone cannot tell this call's cancel from
-        # an earlier one when the clock has not moved, a coarse or a virtual clock)
+        # (read first when somebody listens: only a task that was pending before the call
+        # is one this call cancels, and its event is published from this record)
         before = await self._store.fetch(task_id) if self.events.active else None
         status = await self._store.cancel(task_id, now)
         if status is None:
             raise TaskNotFound(f"no task with id {task_id!r}")
         if status is TaskStatus.CANCELLED:
-            if before is not None and before.status is _PENDING and self.events.active:
+            if before is not None and before.status is _PENDING:
                 # a pending task cancelled by this call (not one cancelled earlier): a
                 # committed change like any other, published as "finished"
-                rec = await self._store.fetch(task_id)
-                if (
-                    rec is not None
-                    and rec.ended_at is not None
-                    and abs(rec.ended_at - now) <= _SAME_TIME
-                ):
-                    self._publish("finished", rec, TaskStatus.CANCELLED, "cancelled", now)
+                self._publish("finished", before, TaskStatus.CANCELLED, "cancelled", now)
             self._notify_terminal([task_id])
         elif status is TaskStatus.RUNNING and self._outer_tg is not None:
             run = self._run_id
@@ -1688,16 +1684,15 @@ class TaskManager:
                         cut += 1
                 batch = self._inserts[:cut]
                 del self._inserts[:cut]
-                mark = self._submitted - len(self._inserts)
-                joined: builtins.list[int] = []
-                if self._with_next:
+                if together:
                     self._with_next.difference_update(id(r) for r in batch)
+                mark = self._submitted - len(self._inserts)
                 if self._withdrawn:  # (they count for the mark, but are not written)
                     taken = {id(r) for r in batch}
                     batch = [r for r in batch if id(r) not in self._withdrawn]
                     self._withdrawn -= taken
-                if together:  # what to put back should the write fail
-                    joined = [id(r) for r in batch[:-1]]
+                # what to link again should the write fail and the batch go back
+                joined = [id(r) for r in batch[:-1]] if together else []
                 self._batch_writing = batch
             outs, self._outcomes = self._outcomes, []
             self._outs_writing = outs
