@@ -767,3 +767,23 @@ async def test_resuming_a_schedule_that_is_not_paused_drops_no_fire() -> None:
         await sleep_until(tm, T0 + timedelta(seconds=190))
         await tm.join()
     assert fires(await records(tm, "s")) == at(60, 120, 180)
+
+
+async def test_a_schedule_whose_id_extends_another_one_leaves_its_progress_alone() -> None:
+    # "s#def:x" is a legal id; the progress rows of "s#def:x" start with "s#def:" and
+    # must not pass for another definition of "s" (which then started afresh and skipped
+    # the fires it missed while down)
+    store, clock = MemoryStore(), LoopClock(T0.timestamp())
+
+    async def job() -> None:
+        pass
+
+    for until, ids in [(130, ("s", "s#def:x")), (400, ("s#def:x",)), (430, ("s", "s#def:x"))]:
+        tm = make(store, clock)
+        for sid in ids:
+            tm.schedule(every=60, id=sid, misfire="catch_up", overlap="allow")(job)
+        async with tm:
+            await sleep_until(tm, T0 + timedelta(seconds=until))
+            await tm.join()
+    assert fires(await records(tm, "s")) == at(*range(60, 430, 60))
+    assert fires(await records(tm, "s#def:x")) == at(*range(60, 430, 60))

@@ -79,6 +79,20 @@ def progress_key(sched: Schedule) -> str:
 
 
 _DEF = "#def:"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_progress_of(key: str, schedule_id: str) -> bool:
+    """Whether ``key`` is the progress row of a definition of ``schedule_id``: exactly
+    ``<id>#def:<16 hex digits>`` (the rows of a schedule named ``<id>#def:x``, whose
+    keys start the same way, are not)."""
+    n = len(schedule_id) + len(_DEF)
+    return (
+        len(key) == n + 16
+        and key.startswith(_DEF, len(schedule_id))
+        and key.startswith(schedule_id)
+        and _HEX.issuperset(key[n:])
+    )
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -180,7 +194,7 @@ class _Runner:
         tm = self.tm
         key = progress_key(sched)
         progress = states.get(key)
-        if progress is None and not any(k.startswith(sched.id + _DEF) for k in states):
+        if progress is None and not any(_is_progress_of(k, sched.id) for k in states):
             # written by a version that kept one row per schedule: its progress holds
             # until this version writes the row of the definition
             progress = states.get(sched.id)
@@ -190,8 +204,8 @@ class _Runner:
             and progress is not None
             and progress.last_fire_at is not None
             and any(
-                k.startswith(sched.id + _DEF)
-                and k != key
+                k != key
+                and _is_progress_of(k, sched.id)
                 and v.last_fire_at is not None
                 and v.last_fire_at > progress.last_fire_at
                 for k, v in states.items()
