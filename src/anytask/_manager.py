@@ -345,6 +345,17 @@ class TaskManager:
     ) -> None:
         if snapshot_db is not None and store is not None:
             raise ConfigurationError("pass snapshot_db or store, not both")
+        # (else a wrong object fails only at start, with an AttributeError of its own)
+        if store is not None and not isinstance(store, Store):
+            raise ConfigurationError(
+                f"store must be a Store (MemoryStore(), SQLiteStore(path), ...), got {store!r}"
+            )
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigurationError(
+                f"clock must be a Clock (SystemClock(), LoopClock(), ...), got {clock!r}"
+            )
+        if instance_id is not None and (not isinstance(instance_id, str) or not instance_id):
+            raise ConfigurationError(f"instance_id must be a non-empty str, got {instance_id!r}")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
             raise ConfigurationError(f"max_concurrency must be an int, got {max_concurrency!r}")
         if max_concurrency < 1:
