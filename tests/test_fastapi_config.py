@@ -90,3 +90,30 @@ async def test_the_event_stream_sends_one_cache_control_header() -> None:
     assert response.status_code == 200
     assert response.headers.get_list("cache-control") == ["no-store"]
     assert response.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("prefix", ["/tâches", "/a;b", "/a b", "/a/../b", "/..", "/", "tasks"])
+def test_a_prefix_the_session_cookie_cannot_carry_is_refused(prefix: str) -> None:
+    # the cookie's Path is the prefix as written: with a non-ASCII character, a ";" or a
+    # space in it, browsers dropped the cookie (or never sent it back): no login held
+    with pytest.raises(ConfigurationError, match="prefix"):
+        _admin(prefix=prefix)
+
+
+@pytest.mark.parametrize("prefix", ["/tasks", "/admin/tasks", "/ops-1/jobs_v2.x~"])
+def test_plain_prefixes_are_accepted(prefix: str) -> None:
+    assert _admin(prefix=prefix).prefix == prefix
+
+
+@pytest.mark.parametrize(
+    "origins", ["https://admin.example.com", ["https://x/path"], ["admin.example.com"], [5]]
+)
+def test_trusted_origins_that_could_never_match_are_refused(origins: Any) -> None:
+    # a plain string became a set of single characters: every cross-origin POST refused
+    with pytest.raises(ConfigurationError, match="trusted_origins"):
+        _admin(trusted_origins=origins)
+
+
+def test_trusted_origins_keep_scheme_host_and_port() -> None:
+    admin = _admin(trusted_origins=["https://a.example.com/", "http://127.0.0.1:8080"])
+    assert admin.trusted_origins == {"https://a.example.com", "http://127.0.0.1:8080"}

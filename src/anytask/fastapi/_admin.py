@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
+import re
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -21,7 +23,13 @@ from starlette.applications import Starlette
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from .._errors import ConfigurationError, ManagerStateError, TaskNotFound, TaskStateError
+from .._errors import (
+    ConfigurationError,
+    ManagerStateError,
+    StoreError,
+    TaskNotFound,
+    TaskStateError,
+)
 from .._manager import RunState, TaskManager
 from .._models import DEAD, TaskQuery, TaskStatus
 from ._auth import Authenticator, AuthSpec, Throttle, same_origin
@@ -45,9 +53,16 @@ from ._wiring import TaskMiddleware, install, lifespan, split_root
 
 __all__ = ["TaskAdmin"]
 
+log = logging.getLogger("anytask")
+
 STATIC_DIR = Path(__file__).parent / "static"
 _WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 _MAX_LIST = 500
+#: What TaskAdmin's prefix may be: segments of unreserved URL characters, none of them
+#: "." or "..".
+_PREFIX = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+")
+#: A trusted origin: scheme://host[:port], nothing after it.
+_ORIGIN = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]+")
 _SEND_GRACE = 2.0  # seconds a send of the event stream may take past its max_age
 MIN_SESSION_TTL = 60.0  # seconds: shorter, a login would expire before the dashboard loads
 
@@ -121,7 +136,11 @@ class _Route(APIRoute):
     """The admin's routes: a validation error echoes the input it refused, and the 422
     response (JSON without ASCII escapes) could not encode a lone surrogate in it: the
     client got a 500. The errors are made printable first (the app's own handler for
-    ``RequestValidationError``, if any, still answers)."""
+    ``RequestValidationError``, if any, still answers).
+
+    A manager that is not running (before the lifespan started it, after it stopped, or
+    ``manage_lifespan=False`` with nobody running it) and a store that cannot answer (not
+    open, locked past its busy timeout...) are a ``503`` that says so, not a 500."""
 
     def get_route_handler(self) -> Any:
         handler = super().get_route_handler()
@@ -131,6 +150,11 @@ class _Route(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 raise RequestValidationError(_printable(list(exc.errors()))) from None
+            except ManagerStateError as exc:
+                raise HTTPException(503, str(exc)) from None
+            except StoreError as exc:
+                log.warning("admin API %s: the store failed: %s", request.url.path, exc)
+                raise HTTPException(503, f"the task store is unavailable: {exc}") from None
 
         return route
 
@@ -247,8 +271,20 @@ class TaskAdmin:
             raise ConfigurationError(f"app must be a FastAPI or Starlette app, got {app!r}")
         if not isinstance(manager, TaskManager):
             raise ConfigurationError(f"manager must be a TaskManager, got {manager!r}")
-        if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
-            raise ConfigurationError(f"prefix must look like '/tasks', got {prefix!r}")
+        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+            # (the session cookie's Path is the prefix as written: a non-ASCII character,
+            # a ";" or a space there made browsers drop or never send the cookie)
+            raise ConfigurationError(
+                f"prefix must look like '/tasks' (ASCII letters, digits and -._~ in each "
+                f"segment), got {prefix!r}"
+            )
+        if isinstance(trusted_origins, str) or not all(
+            isinstance(o, str) and _ORIGIN.fullmatch(o.rstrip("/")) for o in trusted_origins
+        ):
+            raise ConfigurationError(
+                "trusted_origins must be a sequence of origins such as "
+                f"('https://admin.example.com',), got {trusted_origins!r}"
+            )
         if not (isinstance(sse_ping, int | float) and math.isfinite(sse_ping) and sse_ping > 0):
             raise ConfigurationError(f"sse_ping must be a positive number, got {sse_ping!r}")
         if not (
@@ -340,10 +376,18 @@ class TaskAdmin:
         default = f"{base}/dashboard"
         if not value:
             return default
-        parts = urlsplit(value)
+        try:
+            value.encode("utf-8")  # a lone surrogate (from a JSON body) cannot go in a URL
+            parts = urlsplit(value)
+        except ValueError:  # that (UnicodeEncodeError), or "//[" (an unclosed IPv6 bracket)
+            return default
         if parts.scheme or parts.netloc or not value.startswith(base + "/"):
             return default
         if "\\" in value or value.startswith("//"):
+            return default
+        # a "." or ".." segment (also percent-encoded: browsers resolve "%2e%2e" too) would
+        # take the browser out of the prefix: "/tasks/../other" is "/other"
+        if any(unquote(seg) in (".", "..") for seg in parts.path.split("/")):
             return default
         return value
 
@@ -515,7 +559,7 @@ class TaskAdmin:
             ]
             return ReplayResult(dry_run=body.dry_run, count=len(items), items=items)
 
-        @change.post("/api/schedules/{schedule_id}/{action}", summary="Pause/resume/trigger")
+        @change.post("/api/schedules/{schedule_id:path}/{action}", summary="Pause/resume/trigger")
         async def schedule_action(schedule_id: str, action: str) -> dict[str, Any]:
             if action not in ("pause", "resume", "trigger"):
                 raise HTTPException(404, f"unknown schedule action {action!r}")
@@ -669,7 +713,7 @@ async def _form(request: Request) -> dict[str, str]:
     if ctype.startswith("application/json"):
         try:
             data = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # (a body nested thousands deep: RecursionError)
             raise HTTPException(422, "invalid JSON body") from None
         if not isinstance(data, dict):
             raise HTTPException(422, "expected a JSON object")

@@ -243,7 +243,10 @@ def same_origin(request: Request, trusted: frozenset[str]) -> bool:
         source = request.headers.get("referer") if source is None else None
     if not source:
         return False
-    parts = urlsplit(source)
+    try:
+        parts = urlsplit(source)
+    except ValueError:  # e.g. "http://[" (an unclosed IPv6 bracket): not this host
+        return False
     origin = f"{parts.scheme}://{parts.netloc}"
     if origin in trusted:
         return True

@@ -15,10 +15,20 @@ const navToggle = document.getElementById("nav-toggle");
 
 let current = null; // {route, view}
 
+/** A part of the address as written when it is not valid percent-encoding ("%E0"):
+ * decodeURIComponent throws on it, which would stop the router (and the page's start-up). */
+function decodePart(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch (_err) {
+    return part;
+  }
+}
+
 export function parseHash(hash = location.hash) {
   const raw = hash.replace(/^#\/?/, "");
   const [pathPart, queryPart = ""] = raw.split("?");
-  const parts = pathPart.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = pathPart.split("/").filter(Boolean).map(decodePart);
   return { parts, params: new URLSearchParams(queryPart) };
 }
 
