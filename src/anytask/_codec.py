@@ -16,7 +16,10 @@ from ._errors import PayloadError
 
 __all__ = ["check_json", "clean_text", "detached", "dumps", "loads"]
 
-_SCALARS = (int, bool, type(None))
+_SCALARS = (bool, type(None))
+#: Ints this far from zero may have more digits than ``str(int)`` converts (Python's
+#: ``sys.get_int_max_str_digits()``, 4300 by default): such an int is checked further.
+_BIG_INT = 10**4000
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _decoder = json.JSONDecoder()
 
@@ -47,6 +50,19 @@ def _walk(value: Any, where: str, depth: int) -> None:
     kind = type(value)
     if kind is str:
         _check_str(value, where)
+        return
+    if kind is int:
+        if -_BIG_INT < value < _BIG_INT:
+            return
+        try:
+            # JSON writes an int in decimal; past the interpreter's limit on digits that
+            # raises ValueError, at the write (a writer's whole batch) instead of here
+            int.__repr__(value)
+        except ValueError:
+            raise PayloadError(
+                f"{where} is an int of about {value.bit_length() * 0.30103:.0f} digits, "
+                "more than Python converts to or from text (sys.get_int_max_str_digits())"
+            ) from None
         return
     if kind in _SCALARS:
         return

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import builtins  # TaskManager.list shadows the builtin inside the class body
 import enum
+import inspect
 import logging
 import math
 import random
@@ -254,6 +255,15 @@ def _safe_traceback(exc: BaseException) -> str:
         lines = tb_module.format_tb(exc.__traceback__)
         text = "".join(lines) + f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
     return clean_text(text)
+
+
+class _InterruptInThread(Exception):
+    """A ``KeyboardInterrupt`` that a sync task raised in its worker thread, carried to
+    the event loop as a task error (a real Ctrl-C reaches the main thread only)."""
+
+    def __init__(self, error: KeyboardInterrupt) -> None:
+        super().__init__()
+        self.error = error
 
 
 class _Signal:
@@ -2274,6 +2284,8 @@ class TaskManager:
             # nobody cancelled us: the task raised it itself (on asyncio, awaiting a
             # future that something else cancelled). A task error like any other.
             failure = exc
+        except _InterruptInThread as exc:
+            failure = exc.error
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a task's error never kills the runtime
@@ -2284,9 +2296,17 @@ class TaskManager:
             if newer is not slot:  # a newer attempt replaced us: it stays
                 self._active[rec.id] = newer
         slot.record = slot.active = None
+        if failure is None and deadline is not None and deadline.cancel_called:
+            # its timeout ran out, and the task caught the cancellation and returned
+            # (``except CancelledError: return partial``): still a timeout, a failure
+            # (retried), as with a task that let the cancellation through
+            failure = TimeoutError(
+                f"timed out after {rec.timeout:g}s (the task caught the cancellation and returned)"
+            )
+            result = None
         if failure is not None or result is not None or active._logs or active.dropped:
             # a timeout of its own, not a TimeoutError the task raised itself
-            timed_out = deadline is not None and deadline.cancelled_caught
+            timed_out = deadline is not None and deadline.cancel_called
             reason = "timeout" if timed_out else None
             self._finish(rec, self._outcome(rec, reason, result, failure, active))
             return None
@@ -2415,12 +2435,30 @@ class TaskManager:
         assert self._thread_limiter is not None
         assert self._token is not None
         # daemon threads: an abandoned sync task never keeps the process alive (_threads.py)
-        return await run_in_daemon_thread(
-            lambda: fn(*args, **kwargs),
+
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                # raised by the task's own code: no Ctrl-C is ever delivered to this
+                # thread, so it is the task's error, not the process being interrupted
+                return _InterruptInThread(exc)
+
+        result = await run_in_daemon_thread(
+            call,
             limiter=self._thread_limiter,
             token=self._token,
             on_abandoned=self._hold_slot,
         )
+        if type(result) is _InterruptInThread:
+            raise result
+        if inspect.iscoroutine(result):
+            # a plain function that hands back a coroutine: an async function behind a
+            # sync decorator (functools.wraps), a lambda calling one. Its work is that
+            # coroutine, run here in the event loop; dropped, the task would be recorded
+            # a success whose body never ran.
+            result = await result
+        return result
 
     def _outcome(
         self,

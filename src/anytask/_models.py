@@ -400,7 +400,7 @@ class TaskOptions:
         try:
             wait = self.delay * self.backoff ** min(max(attempt - 1, 0), 10_000)
         except OverflowError:
-            wait = math.inf
+            wait = math.inf if self.delay else 0.0  # (no delay stays none, however many)
         wait = min(wait, MAX_WAIT)
         if self.max_delay is not None:
             wait = min(wait, self.max_delay)

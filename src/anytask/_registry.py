@@ -75,6 +75,14 @@ class Registry:
             raise ConfigurationError(f"a task must be callable, got {fn!r}")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
+        target = _unwrap(fn)
+        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+            # calling one only makes a generator: the task would "succeed" with its body
+            # never run
+            raise ConfigurationError(
+                f"a task cannot be a generator function ({fn!r}): its body would never "
+                "run; return a list instead"
+            )
         final = name if name is not None else task_name(fn)
         try:
             final.encode("utf-8")
