@@ -28,6 +28,7 @@ PUBLIC = [
     "StoreLockedError",
     "StoreReadOnlyError",
     "SystemClock",
+    "TaskAdder",
     "TaskAdmin",
     "TaskContext",
     "TaskEvent",

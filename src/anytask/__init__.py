@@ -27,6 +27,7 @@ from ._errors import TaskNotRegistered as TaskNotRegistered
 from ._errors import TaskStateError as TaskStateError
 from ._events import TaskEvent as TaskEvent
 from ._manager import RunState as RunState
+from ._manager import TaskAdder as TaskAdder
 from ._manager import TaskManager as TaskManager
 from ._models import Page as Page
 from ._models import TaskOptions as TaskOptions
@@ -77,6 +78,7 @@ __all__ = [
     "StoreLockedError",
     "StoreReadOnlyError",
     "SystemClock",
+    "TaskAdder",
     "TaskAdmin",
     "TaskContext",
     "TaskEvent",

@@ -930,6 +930,7 @@ class TaskManager:
 
     async def flush(self) -> None:
         """Wait until every task queued so far (by any thread) is committed."""
+        self._check_thread("flush")
         if self._outer_tg is None:
             if self._inserts:
                 raise ManagerStateError("tasks are queued but the task manager is not running")
@@ -950,7 +951,21 @@ class TaskManager:
             await signal.wait()
 
     # ------------------------------------------------------------------ queries
+    def _check_thread(self, what: str) -> None:
+        """Refuse an async call made from another thread than the event loop's the manager
+        runs on: its waits would use that loop's events from another loop (on trio, setting
+        one crashes the manager's writer; on asyncio they hang or fail in anyio)."""
+        loop_thread = self._loop_thread
+        if loop_thread is not None and threading.get_ident() != loop_thread:
+            raise ManagerStateError(
+                f"{what}() was called from another thread than the one whose event loop runs "
+                "the task manager: await it on that event loop (from another thread, with "
+                "anyio.from_thread.run and that loop's token); tm.add_task() and tm.stop() "
+                "may be called from any thread"
+            )
+
     def _require_running(self, what: str) -> None:
+        self._check_thread(what)
         if self._state not in (RunState.RUNNING, RunState.STOPPING) or self._outer_tg is None:
             raise ManagerStateError(
                 f"{what}() needs a running task manager: use 'async with tm:' or the "
@@ -958,6 +973,7 @@ class TaskManager:
             )
 
     async def get(self, task_id: str) -> TaskRecord | None:
+        self._check_thread("get")
         return await self._store.fetch(task_id)
 
     async def list(
@@ -966,9 +982,11 @@ class TaskManager:
         **filters: Any,
     ) -> Page:
         """One page of tasks, newest first. Pass a :class:`TaskQuery` or its fields."""
+        self._check_thread("list")
         return await self._store.list(query if query is not None else TaskQuery(**filters))
 
     async def counts(self) -> dict[TaskStatus, int]:
+        self._check_thread("counts")
         return await self._store.counts()
 
     async def metrics(
@@ -976,6 +994,7 @@ class TaskManager:
     ) -> Metrics:
         """Ended tasks per time bucket and run time percentiles per task name over
         ``[since, until)`` (default: the last hour), computed by the store."""
+        self._check_thread("metrics")
         if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1000:
             raise ConfigurationError(f"buckets must be an int in 1..1000, got {buckets!r}")
         until = until or self.clock.now()
@@ -993,11 +1012,13 @@ class TaskManager:
         """Wait until the task reaches a terminal status and return its record. A task
         that has ended already is returned whatever the ``timeout`` (also 0): the timeout
         bounds the waiting between the looks at the store, not the looks."""
+        self._check_thread("wait")
         if timeout is not None and timeout != timeout:
             raise ConfigurationError("timeout must be a number of seconds, got nan")
         if self._outer_tg is not None:
             await self.flush()
         deadline = None if timeout is None else anyio.current_time() + timeout
+        looked = False
         while True:
             event = self._waiters.get(task_id)
             if event is None:
@@ -1005,11 +1026,17 @@ class TaskManager:
             try:
                 rec = await self._store.fetch(task_id)
             except StoreError:
+                if self._outer_tg is None and not looked:  # not running, its store not open
+                    raise ManagerStateError(
+                        f"wait() cannot look up task {task_id}: the task manager is not "
+                        "running and its store is not open"
+                    ) from None
                 if self._outer_tg is None:  # it stopped while we waited (and closed its store)
                     raise ManagerStateError(
                         f"the manager stopped while task {task_id} had not ended"
                     ) from None
                 raise
+            looked = True
             if rec is None:
                 raise TaskNotFound(f"no task with id {task_id!r}")
             if rec.status.terminal:
@@ -1030,6 +1057,7 @@ class TaskManager:
     async def join(self, *, timeout: float | None = None) -> None:
         """Wait until no task is pending or running (including delayed retries). When
         none is, this returns whatever the ``timeout`` (also 0)."""
+        self._check_thread("join")
         idle_here = self._outer_tg is None or (
             not self._busy_here() and self._committed >= self._submitted
         )
@@ -1074,6 +1102,7 @@ class TaskManager:
         when it gives in). Running on another instance: that instance cancels it at its
         next heartbeat. Returns the status after the call (a terminal task is left as it
         is)."""
+        self._check_thread("cancel")
         slot = self._active.get(task_id)
         if slot is not None and slot.reason is None:
             slot.cancel("cancel")
@@ -1224,6 +1253,7 @@ class TaskManager:
         """The replay of each of ``task_ids`` that has been replayed (see :meth:`replay`),
         as ``{original id: replay id}``. A task whose latest replay was cancelled is not
         in it (it can be replayed again)."""
+        self._check_thread("replays_of")
         originals = await self._store.fetch_many(list(dict.fromkeys(task_ids)))
         latest = await self._latest_replays(originals)
         return {original: rec.id for original, (_, rec) in latest.items() if rec is not None}
@@ -1281,6 +1311,7 @@ class TaskManager:
     ) -> builtins.list[TaskRecord]:
         """Dead tasks selected by id, or created within ``[since, until)`` (at most
         ``limit``, newest first)."""
+        self._check_thread("dead_letters")
         return await self._dead(ids, since, until, limit)
 
     async def _dead(
@@ -1345,6 +1376,7 @@ class TaskManager:
         were replayed already are left out (see :meth:`replay`): the same bulk replay run
         again dispatches none of them a second time (only replays that have died since,
         which are dead tasks of their own). ``limit`` counts the tasks dispatched."""
+        self._check_thread("replay_many")
         if ids is None and since is None and until is None:
             raise ConfigurationError("replay_many needs ids or a time window (since/until)")
         generations: dict[str, int] = {}
@@ -1377,9 +1409,13 @@ class TaskManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self.stop()
         tg, self._host_tg = self._host_tg, None
-        assert tg is not None
+        if tg is None:
+            raise ManagerStateError(
+                "the task manager's __aexit__ was called without a matching __aenter__ "
+                "(use 'async with tm:', or tg.start(tm.run) with tm.stop())"
+            )
+        self.stop()
         if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
             # the body's own error: shut down gracefully, then let it propagate as it is
             # (handing it to the task group would wrap it in an ExceptionGroup)

@@ -49,6 +49,16 @@ def task_name(fn: Callable[..., Any]) -> str:
     return name
 
 
+def _is_generator(fn: Callable[..., Any]) -> bool:
+    """A generator or async generator function (or a callable object whose ``__call__``
+    is one): calling it runs none of its body."""
+    target = _unwrap(fn)
+    call = target if inspect.isfunction(target) or inspect.ismethod(target) else None
+    if call is None:
+        call = getattr(target, "__call__", None)  # noqa: B004 - callable objects
+    return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
+
+
 def is_async_callable(fn: Callable[..., Any]) -> bool:
     target = _unwrap(fn)
     if inspect.iscoroutinefunction(target):
@@ -75,19 +85,17 @@ class Registry:
             raise ConfigurationError(f"a task must be callable, got {fn!r}")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
-        target = _unwrap(fn)
-        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
-            # calling one only makes a generator: the task would "succeed" with its body
-            # never run
-            raise ConfigurationError(
-                f"a task cannot be a generator function ({fn!r}): its body would never "
-                "run; return a list instead"
-            )
         final = name if name is not None else task_name(fn)
         try:
             final.encode("utf-8")
         except UnicodeEncodeError:
             raise ConfigurationError(f"task name {final!r} holds a lone surrogate") from None
+        if _is_generator(fn):
+            raise ConfigurationError(
+                f"task {final!r} is a generator function: calling it would run none of its "
+                "body, so its task would succeed without doing anything (a task returns its "
+                "result: use return, not yield)"
+            )
         existing = self._by_name.get(final)
         if existing is not None:
             # ``==``, not ``is``: each ``obj.method`` access makes a new bound method

@@ -1012,6 +1012,12 @@ class SQLiteStore(Store):
         self._pool_lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []
         self._generation = 0  # bumped by close(): readers of an older one are discarded
+        # (thread, count): the thread whose users (managers, the CLI) hold the store open,
+        # and how many; the last close() closes it. Its limiters belong to that thread's
+        # event loop, so a user in another thread is refused while they hold it.
+        self._holder: tuple[threading.Thread | None, int] = (None, 0)
+        self._holder_lock = threading.Lock()
+        self._opening: anyio.Event | None = None  # set once an open() in progress ends
         self._writer_thread = SerialThread("anytask sqlite writer")
         # Fresh records this store inserted and nobody has claimed yet, by seq (never
         # given twice, unlike ids: a purged task's id may come back): a claim then hands
@@ -1144,8 +1150,54 @@ class SQLiteStore(Store):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> None:
-        if self._writer is not None:
-            return
+        """Open the store, or count one more user of a store already open in this thread
+        (several managers on one event loop may share it: each :meth:`close` counts one
+        off, and the last one closes it). Refused with ``ConfigurationError`` while users
+        in another thread hold it: give each thread its own ``SQLiteStore`` on the file."""
+        me = threading.current_thread()
+        while True:
+            with self._holder_lock:
+                holder, count = self._holder
+                if (count or self._opening is not None) and holder is not me:
+                    if holder is not None and holder.is_alive():
+                        raise ConfigurationError(
+                            f"{self!r} is in use by a manager (or other user) in another "
+                            "thread; a SQLiteStore serves the managers of one event loop (give "
+                            "each thread its own SQLiteStore on the same file: they share its "
+                            "tasks)"
+                        )
+                    # that thread ended without closing it: taken over (its limiters
+                    # belonged to that thread's event loop, so this one gets new ones)
+                    count = 0
+                    self._opening = None
+                    if self._writer is not None:
+                        self._write_limiter = anyio.CapacityLimiter(1)
+                        self._read_limiter = anyio.CapacityLimiter(_MAX_IDLE_READERS)
+                opening = self._opening
+                if opening is None:
+                    if self._writer is not None:
+                        self._holder = (me, count + 1)
+                        return
+                    self._opening = anyio.Event()
+                    self._holder = (me, 0)
+                    break
+            await opening.wait()  # another manager on this event loop is opening it
+        try:
+            await self._open_first()
+        except BaseException:
+            with self._holder_lock:
+                self._holder = (None, 0)
+                self._opening, opening = None, self._opening
+            if opening is not None:
+                opening.set()
+            raise
+        with self._holder_lock:
+            self._holder = (me, 1)
+            self._opening, opening = None, self._opening
+        if opening is not None:
+            opening.set()
+
+    async def _open_first(self) -> None:
         if sqlite3.sqlite_version_info < _MIN_SQLITE:
             raise StoreError(
                 f"SQLiteStore needs SQLite >= {'.'.join(map(str, _MIN_SQLITE))}, "
@@ -1307,6 +1359,14 @@ class SQLiteStore(Store):
                 conn.execute(statement)
 
     async def close(self) -> None:
+        """Count one user off (see :meth:`open`); the last one closes the store. Safe to
+        call more times than :meth:`open`."""
+        with self._holder_lock:
+            holder, count = self._holder
+            if count > 1:
+                self._holder = (holder, count - 1)  # other users still work with it
+                return
+            self._holder = (None, 0)
         with self._pool_lock:
             self._generation += 1
             idle, self._idle_readers = self._idle_readers, []
