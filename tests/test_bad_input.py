@@ -306,3 +306,22 @@ async def test_a_big_int_timeout_is_stored_as_seconds_and_fails_no_commit(db_pat
 
 async def _append(ids: list[str], enqueue: Any) -> None:
     ids.append(await enqueue)
+
+
+@pytest.mark.parametrize("timeout", ["5", math.nan, True, [1]])
+async def test_wait_and_join_refuse_a_timeout_that_is_not_seconds(timeout: Any) -> None:
+    # a str raised a bare TypeError from the arithmetic; NaN passed to join waited forever
+    tm = TaskManager()
+
+    @tm.task
+    async def job() -> None:
+        pass
+
+    async with tm:
+        task_id = await tm.enqueue(job)
+        with pytest.raises(ConfigurationError, match="timeout must be a number"):
+            await tm.wait(task_id, timeout=timeout)
+        with pytest.raises(ConfigurationError, match="timeout must be a number"):
+            await tm.join(timeout=timeout)
+        assert (await tm.wait(task_id, timeout=5)).status is TaskStatus.SUCCESS
+        await tm.join(timeout=5)

@@ -162,6 +162,15 @@ async def purge_in_batches(
         await anyio.lowlevel.checkpoint()
 
 
+def _check_timeout(timeout: float | None) -> None:
+    """``wait``/``join``'s timeout: None or a number of seconds (not NaN; a negative one
+    waits not at all)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout != timeout:
+        raise ConfigurationError(f"timeout must be a number of seconds or None, got {timeout!r}")
+
+
 def _derived_id(rec: TaskRecord) -> bool:
     """Whether ``rec``'s id is derived (from an idempotency key, or from the task it
     replays), so that the store may already hold another caller's task under it."""
@@ -1013,8 +1022,7 @@ class TaskManager:
         that has ended already is returned whatever the ``timeout`` (also 0): the timeout
         bounds the waiting between the looks at the store, not the looks."""
         self._check_thread("wait")
-        if timeout is not None and timeout != timeout:
-            raise ConfigurationError("timeout must be a number of seconds, got nan")
+        _check_timeout(timeout)
         if self._outer_tg is not None:
             await self.flush()
         deadline = None if timeout is None else anyio.current_time() + timeout
@@ -1058,6 +1066,7 @@ class TaskManager:
         """Wait until no task is pending or running (including delayed retries). When
         none is, this returns whatever the ``timeout`` (also 0)."""
         self._check_thread("join")
+        _check_timeout(timeout)
         idle_here = self._outer_tg is None or (
             not self._busy_here() and self._committed >= self._submitted
         )
