@@ -18,7 +18,7 @@ import anyio
 import pytest
 import trio.testing
 
-from anytask import LoopClock, MemoryStore, TaskManager, TaskStatus, get_task_context
+from anytask import LoopClock, MemoryStore, TaskManager, TaskStatus, get_task_context, task_log
 from anytask._clock import to_ts
 from anytask._models import Outcome
 
@@ -166,3 +166,34 @@ async def test_tasks_after_a_long_wait_get_a_lease_from_their_own_start(
         started, lease_until = seen[task_id]
         left = to_ts(lease_until) - to_ts(started)
         assert lease * 0.9 <= left <= lease, (task_id, left)
+
+
+async def test_log_lines_are_stamped_in_the_managers_clock_also_from_threads() -> None:
+    # the record's times follow the virtual clock (hours of backoff in milliseconds):
+    # task_log lines, from the event loop and from a sync task's thread, must too, or an
+    # attempt's lines came before the retry line of the attempt before it
+    tm = TaskManager(store=MemoryStore(), clock=LoopClock(1_000_000.0))
+
+    @tm.task(retries=1, delay=3600)
+    async def flaky() -> None:
+        task_log("async line")
+        if get_task_context().attempt == 1:
+            raise RuntimeError("first")
+
+    @tm.task(retries=1, delay=3600)
+    def flaky_sync() -> None:
+        task_log("sync line")
+        if get_task_context().attempt == 1:
+            raise RuntimeError("first")
+
+    async with tm:
+        for fn in (flaky, flaky_sync):
+            rec = await tm.wait(await tm.enqueue(fn))
+            assert rec.status is TaskStatus.SUCCESS
+            own = [line for line in rec.logs if line["msg"].endswith(" line")]
+            [retry] = [line for line in rec.logs if "retrying" in line["msg"]]
+            assert [line["attempt"] for line in own] == [1, 2]
+            assert retry["ts"] <= own[1]["ts"], rec.logs
+            assert 3600 <= own[1]["ts"] - own[0]["ts"] < 7200  # (jitter, dispatch)
+            created = to_ts(rec.created_at)
+            assert created <= own[0]["ts"] < created + 60

@@ -35,7 +35,7 @@ class _Active:
     """The running attempt of one task, as its code sees it. Built once per attempt on
     the hot path, so the context object and the log list are made only when asked for."""
 
-    __slots__ = ("_context", "_logs", "dropped", "record", "started_at", "token")
+    __slots__ = ("_context", "_logs", "dropped", "offset", "record", "started_at", "token")
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
@@ -46,6 +46,10 @@ class _Active:
         self._context: TaskContext | None = None
         self._logs: list[dict[str, Any]] | None = None
         self.dropped = 0
+        # the manager's clock minus the system's, at the start of the attempt (0.0 for
+        # the system clock): log lines are stamped in the clock the record's times use
+        # (a virtual one in tests), also from a worker thread, where it cannot be read
+        self.offset = 0.0
 
     @property
     def limit(self) -> int:
@@ -116,7 +120,7 @@ def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
         active.dropped += 1
         return
     line: dict[str, Any] = {
-        "ts": time.time(),
+        "ts": time.time() + active.offset,
         "level": clean_text(str(level)),
         "msg": clean_text(message),
         "attempt": active.record.attempts,

@@ -410,6 +410,8 @@ class TaskManager:
         self.unregistered_grace = float(unregistered_grace)
         self._unknown_names: set[str] = set()  # warned about (see _not_registered)
         self.clock: Clock = clock or SystemClock()
+        # task_log stamps lines with the system's time plus this clock's lead over it
+        self._clock_offset = type(self.clock) is not SystemClock
         self._fixed_instance_id = instance_id
         self.instance_id = instance_id or uuid.uuid4().hex
         self.registry = Registry()
@@ -2285,6 +2287,8 @@ class TaskManager:
             return None
         slot.record = rec
         active = slot.active = _Active(rec)
+        if self._clock_offset:
+            active.offset = self.clock.time() - time.time()
         stale = self._active.setdefault(rec.id, slot)
         if stale is not slot:
             # an attempt of ours still runs although its lease ran out and the task was
