@@ -2488,3 +2488,34 @@ async def test_join_keeps_to_its_timeout_while_commits_are_failing(
         assert anyio.current_time() - t0 < 1.5
         store.fail = False
         assert (await tm.wait(task_id, timeout=10)).status is TaskStatus.SUCCESS
+
+
+async def test_a_rerun_after_an_interruption_counts_as_an_attempt() -> None:
+    # docs/runtime.md: every start is an attempt; a requeued task runs again, but the
+    # retries left for its failures shrink (retries=1, interrupted once, failing once:
+    # dead with attempts=2)
+    store = MemoryStore()
+    tm = make(store, lease=30)
+    starts: list[int] = []
+    first_started = anyio.Event()
+
+    @tm.task(requeue_on_interrupt=True, retries=1, delay=0)
+    async def fragile() -> None:
+        starts.append(get_task_context().attempt)
+        first_started.set()
+        if len(starts) == 1:
+            await anyio.sleep(30)
+        raise RuntimeError("fails")
+
+    async with tm:
+        task_id = await tm.enqueue(fragile)
+        with anyio.fail_after(5):
+            await first_started.wait()
+        store._rows[task_id].lease_expires_at = tm.clock.now() - timedelta(seconds=1)
+        assert (await store.recover(tm.clock.now())).requeued == [task_id]
+        tm._wake_dispatcher()
+        rec = await tm.wait(task_id, timeout=5)
+    assert starts == [1, 2]
+    assert rec.status is TaskStatus.FAILED
+    assert rec.attempts == 2
+    assert rec.error == "fails"
