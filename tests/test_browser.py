@@ -315,6 +315,36 @@ def test_dead_letter_replayed_through_confirmation_dialog(
     dash.assert_clean()
 
 
+def test_a_replay_of_selected_rows_unselects_the_ones_replayed_before(
+    dash: Watched, server: str
+) -> None:
+    # selecting a task that was replayed already with one that was not: the replay skips
+    # the first, and both must come out of the selection (the first stayed selected)
+    page = dash.page
+    before, fresh = (_enqueue(server, "fail", f"sel-{i}") for i in range(2))
+    page.click('nav a[data-route="dead"]')
+    for task_id in (before, fresh):
+        page.wait_for_selector(_row(task_id))
+
+    def replay_selected(*task_ids: str) -> None:
+        for task_id in task_ids:
+            page.check(f"{_row(task_id)} input.row-select")
+        page.click('button[data-action="replay-selected"]')
+        page.wait_for_selector("dialog#confirm[open]")
+        page.click("#confirm-ok")
+        page.wait_for_selector("dialog#confirm", state="hidden")
+
+    replay_selected(before)
+    page.wait_for_selector(f"{_row(before)} .replayed-as a")
+    replay_selected(before, fresh)
+    page.wait_for_selector(f"{_row(fresh)} .replayed-as a")
+    button = page.locator('button[data-action="replay-selected"]')
+    assert button.inner_text().strip() == "Replay selected"
+    assert button.is_disabled()
+    assert page.locator("input.row-select:checked").count() == 0
+    dash.assert_clean()
+
+
 def test_user_data_renders_as_text(dash: Watched, server: str, artifacts_dir: Path) -> None:
     page = dash.page
     task_id = _enqueue(server, "fail", XSS)

@@ -183,6 +183,8 @@ export function mount(container) {
       const res = await replayWithConfirm(selector, what, where);
       if (!res || !alive) return;
       for (const item of res.items || []) selected.delete(item.task_id);
+      // the selected ones left out (replayed before) are dealt with too: unselect them
+      for (const id of selector.ids || []) selected.delete(id);
       fill(result, replayResult(res));
       toast("Replayed " + res.count + (res.count === 1 ? " task." : " tasks."));
       load();
