@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from ._errors import PayloadError
@@ -18,8 +19,10 @@ __all__ = ["check_json", "clean_text", "detached", "dumps", "loads"]
 
 _SCALARS = (bool, type(None))
 #: Ints this far from zero may have more digits than ``str(int)`` converts (Python's
-#: ``sys.get_int_max_str_digits()``, 4300 by default): such an int is checked further.
-_BIG_INT = 10**4000
+#: ``sys.get_int_max_str_digits()``, 4300 by default, which a program or the
+#: PYTHONINTMAXSTRDIGITS variable may lower to 640): such an int is checked further.
+#: Below it, no limit applies (``sys.int_info.str_digits_check_threshold``).
+_BIG_INT = 10 ** (sys.int_info.str_digits_check_threshold - 1)
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _decoder = json.JSONDecoder()
 

@@ -2345,10 +2345,17 @@ class TaskManager:
             if newer is not slot:  # a newer attempt replaced us: it stays
                 self._active[rec.id] = newer
         slot.record = slot.active = None
-        if failure is None and deadline is not None and deadline.cancel_called:
+        if (
+            failure is None
+            and deadline is not None
+            and deadline.cancel_called
+            and slot.reason is None
+        ):
             # its timeout ran out, and the task caught the cancellation and returned
             # (``except CancelledError: return partial``): still a timeout, a failure
-            # (retried), as with a task that let the cancellation through
+            # (retried), as with a task that let the cancellation through. Not when the
+            # attempt was cancelled too (tm.cancel, shutdown, a lost lease): a retry
+            # would run a task its cancel was asked for again.
             failure = TimeoutError(
                 f"timed out after {rec.timeout:g}s (the task caught the cancellation and returned)"
             )
@@ -2485,20 +2492,46 @@ class TaskManager:
         assert self._token is not None
         # daemon threads: an abandoned sync task never keeps the process alive (_threads.py)
 
+        made: builtins.list[Any] = []  # a coroutine the call returned (see below)
+
         def call() -> Any:
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             except KeyboardInterrupt as exc:
                 # raised by the task's own code: no Ctrl-C is ever delivered to this
                 # thread, so it is the task's error, not the process being interrupted
                 return _InterruptInThread(exc)
+            if inspect.iscoroutine(result):
+                made.append(result)
+            return result
 
-        result = await run_in_daemon_thread(
-            call,
-            limiter=self._thread_limiter,
-            token=self._token,
-            on_abandoned=self._hold_slot,
-        )
+        def close_made() -> None:
+            # the attempt was abandoned (a timeout, a cancel): the coroutine the call
+            # returned, or returns later, is never run; closed, it does not warn that it
+            # was never awaited
+            while made:
+                made.pop().close()
+
+        def abandoned() -> Callable[[], None]:
+            release = self._hold_slot()
+
+            def ended() -> None:
+                close_made()
+                release()
+
+            return ended
+
+        try:
+            result = await run_in_daemon_thread(
+                call,
+                limiter=self._thread_limiter,
+                token=self._token,
+                on_abandoned=abandoned,
+            )
+        except BaseException:
+            close_made()
+            raise
+        made.clear()
         if type(result) is _InterruptInThread:
             raise result
         if inspect.iscoroutine(result):

@@ -278,8 +278,17 @@ class TaskAdmin:
                 f"prefix must look like '/tasks' (ASCII letters, digits and -._~ in each "
                 f"segment), got {prefix!r}"
             )
-        if isinstance(trusted_origins, str) or not all(
-            isinstance(o, str) and _ORIGIN.fullmatch(o.rstrip("/")) for o in trusted_origins
+        if not isinstance(trusted_origins, str):
+            try:  # (an iterator is read once: checked and kept from the same items)
+                trusted_origins = tuple(trusted_origins)
+            except TypeError:
+                pass
+        if (
+            isinstance(trusted_origins, str)
+            or not isinstance(trusted_origins, tuple)
+            or not all(
+                isinstance(o, str) and _ORIGIN.fullmatch(o.rstrip("/")) for o in trusted_origins
+            )
         ):
             raise ConfigurationError(
                 "trusted_origins must be a sequence of origins such as "

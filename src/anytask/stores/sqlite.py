@@ -1017,7 +1017,10 @@ class SQLiteStore(Store):
         # event loop, so a user in another thread is refused while they hold it.
         self._holder: tuple[threading.Thread | None, int] = (None, 0)
         self._holder_lock = threading.Lock()
-        self._opening: anyio.Event | None = None  # set once an open() in progress ends
+        # set once an open() or the last close() in progress ends (meanwhile the count is 0:
+        # a user that came then would see the store open, and lose it to that close)
+        self._opening: anyio.Event | None = None
+        self._closing = False  # the one in progress is a close
         self._writer_thread = SerialThread("anytask sqlite writer")
         # Fresh records this store inserted and nobody has claimed yet, by seq (never
         # given twice, unlike ids: a purged task's id may come back): a claim then hands
@@ -1156,10 +1159,15 @@ class SQLiteStore(Store):
         in another thread hold it: give each thread its own ``SQLiteStore`` on the file."""
         me = threading.current_thread()
         while True:
+            closing_elsewhere = False
             with self._holder_lock:
                 holder, count = self._holder
                 if (count or self._opening is not None) and holder is not me:
-                    if holder is not None and holder.is_alive():
+                    if holder is not None and holder.is_alive() and self._closing:
+                        # its last user closes it (in that thread's event loop, whose
+                        # event we cannot wait on): then this thread opens it afresh
+                        closing_elsewhere = True
+                    elif holder is not None and holder.is_alive():
                         raise ConfigurationError(
                             f"{self!r} is in use by a manager (or other user) in another "
                             "thread; a SQLiteStore serves the managers of one event loop (give "
@@ -1170,18 +1178,27 @@ class SQLiteStore(Store):
                     # belonged to that thread's event loop, so this one gets new ones)
                     count = 0
                     self._opening = None
+                    self._closing = False
                     if self._writer is not None:
                         self._write_limiter = anyio.CapacityLimiter(1)
                         self._read_limiter = anyio.CapacityLimiter(_MAX_IDLE_READERS)
                 opening = self._opening
-                if opening is None:
+                if closing_elsewhere:
+                    pass
+                elif opening is None:
                     if self._writer is not None:
                         self._holder = (me, count + 1)
                         return
                     self._opening = anyio.Event()
                     self._holder = (me, 0)
                     break
-            await opening.wait()  # another manager on this event loop is opening it
+            if closing_elsewhere:
+                await anyio.sleep(0.01)
+                continue
+            assert opening is not None
+            # another user on this event loop is opening it, or closing it (then this one
+            # opens it afresh)
+            await opening.wait()
         try:
             await self._open_first()
         except BaseException:
@@ -1366,7 +1383,24 @@ class SQLiteStore(Store):
             if count > 1:
                 self._holder = (holder, count - 1)  # other users still work with it
                 return
-            self._holder = (None, 0)
+            if self._opening is not None:
+                return  # an open or a close in progress: no user of it to count off
+            # the count is 0 until the store is closed, and an open() meanwhile waits for
+            # the end of this close (else it would count itself a user of a store that
+            # is about to close, and find it closed)
+            closing = self._opening = anyio.Event()
+            self._closing = True
+            self._holder = (threading.current_thread(), 0)
+        try:
+            await self._close_now()
+        finally:
+            with self._holder_lock:
+                self._holder = (None, 0)
+                self._opening = None
+                self._closing = False
+            closing.set()
+
+    async def _close_now(self) -> None:
         with self._pool_lock:
             self._generation += 1
             idle, self._idle_readers = self._idle_readers, []
