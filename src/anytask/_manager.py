@@ -1498,6 +1498,20 @@ class TaskManager:
 
     async def _serve(self, task_status: AnyioTaskStatus[None]) -> None:
         started_at = self.clock.now()
+        if self._outcomes:
+            # outcomes of attempts that ended in an earlier run, which the store refused as
+            # that run stopped (a full disk): written before recovery, which would take
+            # their tasks (whose leases ran out meanwhile) for interrupted, or requeue them
+            # to run again. Still refused: they stay queued, and this start fails as the
+            # recovery would (a task some other instance recovered meanwhile refuses its
+            # outcome: nothing is applied twice)
+            left, self._outcomes = self._outcomes, []
+            try:
+                accepted = await self._store.complete([out for out, _ in left])
+            except BaseException:
+                self._outcomes[:0] = left
+                raise
+            self._after_outcomes([pair for pair, ok in zip(left, accepted, strict=False) if ok])
         await self._store.recover(started_at)
         if not self.requeue_pending:
             n = await self._store.interrupt_pending(started_at, started_at)
@@ -2079,6 +2093,13 @@ class TaskManager:
                 # no slot, or a claim in flight, or the writer's next commit claims for
                 # the free slots anyway (it wakes us after each commit)
                 await wake.wait()
+                continue
+            if self._write_failing and (self._outcomes or self._outs_writing):
+                # the store refuses the writer's commits (a full disk) and outcomes wait
+                # for one: start no attempt whose outcome could not be recorded either
+                # (a claim, a few pages, may still fit where the batch does not). The
+                # writer's next commit claims again, and wakes us
+                await wake.wait(self.poll_interval)
                 continue
             if self._skip_claim:
                 # the writer's commit just claimed and found no more due work

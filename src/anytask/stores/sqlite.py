@@ -70,7 +70,7 @@ _MAX_IDLE_READERS = 4
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 _METRICS_EXACT = 20_000  # metrics percentiles are exact up to this many tasks
 
-_BUSY, _LOCKED, _READONLY, _CORRUPT, _CANTOPEN, _NOTADB = 5, 6, 8, 11, 14, 26
+_BUSY, _LOCKED, _READONLY, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 11, 13, 14, 26
 
 _COLUMNS = (
     "seq",
@@ -1007,6 +1007,7 @@ class SQLiteStore(Store):
         self.busy_timeout = float(busy_timeout)
         self._writer: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()  # the writer is used by one thread at a time
+        self._checkpoint_due = False  # a write was refused for a full disk: see _checkpoint
         self._write_limiter: anyio.CapacityLimiter | None = None
         self._read_limiter: anyio.CapacityLimiter | None = None
         self._pool_lock = threading.Lock()
@@ -1134,8 +1135,27 @@ class SQLiteStore(Store):
                         self._inserted_here.pop(seq, None)
                     raise
             except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _FULL:
+                    self._checkpoint_due = True
                 raise self._error(exc) from exc
+            if self._checkpoint_due:
+                self._checkpoint_due = not self._checkpoint(conn)
             return result
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> bool:
+        """After a write refused for a full disk, once writes go in again: copy what the
+        WAL holds into the database, so that the next writes reuse the WAL file from its
+        start instead of growing it. SQLite checkpoints by itself only once the WAL
+        passes 1000 pages (4 MB), which a small disk filled by the WAL never reaches:
+        room freed on it is then eaten by the WAL again, and writes keep failing until
+        the store is reopened. Returns whether the whole WAL was copied (if not, the next
+        write tries again)."""
+        try:
+            busy, wal, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return False
+        return bool(busy == 0 and wal == copied)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         limiter = self._read_limiter
