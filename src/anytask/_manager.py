@@ -435,6 +435,10 @@ class TaskManager:
         self._submitted = 0
         self._committed = 0
         self._outcomes: list[tuple[Outcome, TaskRecord]] = []
+        # wait() calls in progress per task id: the last one to leave drops the task's
+        # entry in _waiters (else every wait() on a task that had ended already, or that
+        # timed out, left its event there for good)
+        self._waiting: dict[str, int] = {}
         self._host_tg: anyio.abc.TaskGroup | None = None
         self._reset_runtime()
 
@@ -1028,6 +1032,17 @@ class TaskManager:
         if self._outer_tg is not None:
             await self.flush()
         deadline = None if timeout is None else anyio.current_time() + timeout
+        self._waiting[task_id] = self._waiting.get(task_id, 0) + 1
+        try:
+            return await self._wait_for(task_id, deadline)
+        finally:
+            left = self._waiting.pop(task_id, 1) - 1
+            if left > 0:
+                self._waiting[task_id] = left
+            else:
+                self._waiters.pop(task_id, None)
+
+    async def _wait_for(self, task_id: str, deadline: float | None) -> TaskRecord:
         looked = False
         while True:
             event = self._waiters.get(task_id)

@@ -385,7 +385,7 @@ SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
     ended_at = CASE WHEN status = 'pending' THEN ?2 ELSE ended_at END,
     cancel_requested = CASE WHEN status = 'running' THEN 1 ELSE cancel_requested END
 WHERE id = ?1
-RETURNING status
+RETURNING status, seq
 """
 
 _SAVE_SCHEDULE = """
@@ -1725,7 +1725,13 @@ class SQLiteStore(Store):
         params = (task_id, to_ts(now))
 
         def run(conn: sqlite3.Connection) -> Any:
-            return conn.execute(_CANCEL, params).fetchone()
+            row = conn.execute(_CANCEL, params).fetchone()
+            if row is not None:
+                # a pending task cancelled here is never claimed: what its insert left for
+                # its claim would stay in _inserted_here (one entry per task cancelled
+                # while pending, until the map filled up and was cleared)
+                self._inserted_here.pop(row[1], None)
+            return row
 
         row = await self._write(run)
         return None if row is None else TaskStatus(row[0])
@@ -1776,7 +1782,13 @@ class SQLiteStore(Store):
             sql = f"DELETE FROM anytask_tasks WHERE {which} AND ({free})"
 
             def run(conn: sqlite3.Connection) -> int:
-                return conn.execute(sql, (cutoff,)).rowcount
+                here = self._inserted_here
+                if not here:
+                    return conn.execute(sql, (cutoff,)).rowcount
+                seqs = conn.execute(sql + " RETURNING seq", (cutoff,)).fetchall()
+                for (seq,) in seqs:  # (never claimed here: ended elsewhere, or cancelled)
+                    here.pop(seq, None)
+                return len(seqs)
 
             return await self._write(run)
 
@@ -1815,6 +1827,10 @@ class SQLiteStore(Store):
             gone = [(ended, seq) for ended, seq, deletable in rows if deletable][:want]
             if gone:
                 conn.execute(_DELETE_SEQS, (dumps([seq for _, seq in gone]),))
+                here = self._inserted_here
+                if here:  # (never claimed here: ended elsewhere, or cancelled)
+                    for _, seq in gone:
+                        here.pop(seq, None)
             return gone, full, (rows[-1][0], rows[-1][1], True) if rows else None
 
         deleted = 0
