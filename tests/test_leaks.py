@@ -59,7 +59,8 @@ async def test_wait_leaves_no_waiter_behind(store_kind: str, db_path: str) -> No
                 await tm.wait(running)
         assert tm._waiters == {}
         assert tm._waiting == {}
-        assert _events() - baseline < 10  # (not one per call)
+        # (not one per call: 155 calls above; the runtime's own events come and go)
+        assert _events() - baseline < N // 2
         # two callers waiting for one task: one leaving does not take the other's wake-up
         async with anyio.create_task_group() as tg:
             got: list[TaskStatus] = []
