@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,7 +36,17 @@ class _Active:
     """The running attempt of one task, as its code sees it. Built once per attempt on
     the hot path, so the context object and the log list are made only when asked for."""
 
-    __slots__ = ("_context", "_logs", "dropped", "offset", "record", "started_at", "token")
+    __slots__ = (
+        "_context",
+        "_logs",
+        "clock",
+        "dropped",
+        "loop_thread",
+        "offset",
+        "record",
+        "started_at",
+        "token",
+    )
 
     def __init__(self, record: TaskRecord) -> None:
         self.record = record
@@ -50,6 +61,12 @@ class _Active:
         # the system clock): log lines are stamped in the clock the record's times use
         # (a virtual one in tests), also from a worker thread, where it cannot be read
         self.offset = 0.0
+        # a clock other than the system's, and the event loop's thread: lines logged from
+        # that thread read the clock itself (a virtual one advances during the attempt:
+        # the offset taken at its start would stamp a line after an hour's virtual sleep
+        # an hour early); other threads cannot read it and go by the offset
+        self.clock: Any = None
+        self.loop_thread: int | None = None
 
     @property
     def limit(self) -> int:
@@ -100,6 +117,15 @@ def get_task_context() -> TaskContext:
     return active.context
 
 
+def _stamp(active: _Active) -> float:
+    clock = active.clock
+    if clock is None:
+        return time.time()
+    if threading.get_ident() == active.loop_thread:
+        return float(clock.time())
+    return time.time() + active.offset
+
+
 def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
     """Append a structured log line to the running task's record.
 
@@ -120,7 +146,7 @@ def task_log(message: str, *, level: str = "info", **fields: Any) -> None:
         active.dropped += 1
         return
     line: dict[str, Any] = {
-        "ts": time.time() + active.offset,
+        "ts": _stamp(active),
         "level": clean_text(str(level)),
         "msg": clean_text(message),
         "attempt": active.record.attempts,

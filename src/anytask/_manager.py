@@ -2324,6 +2324,8 @@ class TaskManager:
         slot.record = rec
         active = slot.active = _Active(rec)
         if self._clock_offset:
+            active.clock = self.clock
+            active.loop_thread = self._loop_thread
             active.offset = self.clock.time() - time.time()
         stale = self._active.setdefault(rec.id, slot)
         if stale is not slot:
