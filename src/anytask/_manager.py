@@ -728,6 +728,12 @@ class TaskManager:
                 delay = delay.total_seconds()
             if isinstance(delay, bool) or not isinstance(delay, int | float):
                 raise ConfigurationError(f"delay must be a number of seconds, got {delay!r}")
+            try:
+                math.isfinite(delay)
+            except OverflowError:  # an int past the float range
+                raise ConfigurationError(
+                    f"delay must be a finite number >= 0, got an int of {delay.bit_length()} bits"
+                ) from None
             if not math.isfinite(delay) or delay < 0:
                 raise ConfigurationError(f"delay must be a finite number >= 0, got {delay!r}")
             if delay > MAX_WAIT * 10:
@@ -739,8 +745,9 @@ class TaskManager:
             check_aware("run_at", run_at)
             try:
                 run_ts = max(to_ts(run_at), now)
-            except (ValueError, OverflowError) as exc:
-                raise ConfigurationError(f"run_at: {exc}") from None
+                from_ts(run_ts)  # (one that ends past year 9999 in UTC cannot be stored)
+            except (ValueError, OverflowError, OSError) as exc:
+                raise ConfigurationError(f"run_at {run_at!r} is out of range: {exc}") from None
         else:
             run_ts = now
         prio = opts.priority if priority is None else check_priority(priority)
