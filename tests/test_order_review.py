@@ -88,9 +88,7 @@ async def test_priority_then_fifo_with_a_delayed_task_and_a_retry(
         await tm.enqueue(job, "p5-a", priority=5)
         tm.add_task(job, "p0-b", priority=0)
         await tm.enqueue(job, "p-1", priority=-1)
-        await tm.enqueue_many(
-            [(job, ("m3",), {"priority": 3}), (job, ("m7",), {"priority": 7})]
-        )
+        await tm.enqueue_many([(job, ("m3",), {"priority": 3}), (job, ("m7",), {"priority": 7})])
         await tm.enqueue(job, "p5-b", priority=5)
         await anyio.sleep(0.4)  # the delayed one is due
         gate.set()

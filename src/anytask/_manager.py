@@ -234,6 +234,17 @@ class QueuedHere:
 _queued_here: ContextVar[QueuedHere | None] = ContextVar("anytask_queued_here", default=None)
 
 
+def _made_after(replay: TaskRecord, original: TaskRecord) -> bool:
+    """Whether ``replay`` was stored after ``original`` (so that it replays this task, not
+    an earlier one with the same id, deleted since). The store's ``seq`` (its insertion
+    order) tells, whatever the clocks said: a wall clock that stepped back, or another
+    instance's clock behind this one, would date a replay before its task. Creation times
+    decide only when a store did not say."""
+    if replay.seq and original.seq:
+        return replay.seq > original.seq
+    return replay.created_at >= original.created_at
+
+
 def key_task_id(idempotency_key: str) -> str:
     """Tasks with an idempotency key get an id derived from it, so that the synchronous
     ``add_task`` can return the id of the first task enqueued with that key."""
@@ -731,8 +742,9 @@ class TaskManager:
             try:
                 math.isfinite(delay)
             except OverflowError:  # an int past the float range
+                bits = int(delay).bit_length()
                 raise ConfigurationError(
-                    f"delay must be a finite number >= 0, got an int of {delay.bit_length()} bits"
+                    f"delay must be a finite number >= 0, got an int of {bits} bits"
                 ) from None
             if not math.isfinite(delay) or delay < 0:
                 raise ConfigurationError(f"delay must be a finite number >= 0, got {delay!r}")
@@ -1299,16 +1311,16 @@ class TaskManager:
         before the original was created: the replay of an earlier task with the same id,
         deleted since, as ids derived from idempotency keys and replays come back)."""
         latest: dict[str, tuple[int, TaskRecord | None]] = {}
-        created = {rec.id: rec.created_at for rec in originals}
-        ids = list(created)
+        by_id = {rec.id: rec for rec in originals}
+        ids = list(by_id)
         generation = 1
         while ids:
             wanted = {replay_task_id(i, generation): i for i in ids}
             ids = []
             for rec in await self._store.fetch_many(list(wanted)):
                 original = wanted[rec.id]
-                stands = rec.status is not TaskStatus.CANCELLED and (
-                    rec.created_at >= created[original]
+                stands = rec.status is not TaskStatus.CANCELLED and _made_after(
+                    rec, by_id[original]
                 )
                 latest[original] = (generation, rec if stands else None)
                 if not stands:
@@ -1420,7 +1432,37 @@ class TaskManager:
         news = [self._replay_record(r, generations[r.id]) for r in dead]
         if news:
             await self._wait_committed(self._submit(news))
+            # another caller (here or in another instance) may have replayed some of them
+            # between the selection and this commit: the store refused those inserts, and
+            # they are that caller's replays, not this one's (left out, as if selected
+            # after it)
+            refused = await self._refused_inserts(news)
+            if refused:
+                pairs = zip(dead, news, strict=True)
+                return [(r, n.id) for r, n in pairs if id(n) not in refused]
         return [(r, n.id) for r, n in zip(dead, news, strict=True)]
+
+    async def _refused_inserts(self, records: Sequence[TaskRecord]) -> set[int]:
+        """id() of the committed ``records`` (with derived ids) whose insert the store
+        refused, another record holding their id. What the store said when it said it;
+        otherwise the stored record tells (its creation time is not this one's)."""
+        refused: set[int] = set()
+        unknown: list[TaskRecord] = []
+        verdicts = self._insert_verdicts
+        for rec in records:
+            verdict = verdicts.pop(id(rec), None)
+            if verdict is not None and verdict[0] is rec:
+                if not verdict[1]:
+                    refused.add(id(rec))
+            else:
+                unknown.append(rec)
+        if unknown:
+            stored = {r.id: r for r in await self._store.fetch_many([r.id for r in unknown])}
+            for rec in unknown:
+                found = stored.get(rec.id)
+                if found is not None and abs(found.created_at - rec.created_at) > _SAME_TIME:
+                    refused.add(id(rec))
+        return refused
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> TaskManager:
