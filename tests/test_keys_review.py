@@ -95,3 +95,29 @@ async def test_concurrent_replay_many_report_the_replay_once(kind: str, tmp_path
     assert sorted(results, key=len) == [[], [], [], [replay[task]]]
     assert rows == 2
     assert len(runs) == 2
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_the_key_alone_decides(kind: str, tmp_path: Path) -> None:
+    # docs/runtime.md: a second call with the same key but other arguments, or another
+    # task, gets the first task's id and queues nothing
+    tm = _manager(kind, tmp_path)
+    ran: list[tuple[str, int]] = []
+
+    @tm.task
+    async def first(n: int) -> None:
+        ran.append(("first", n))
+
+    @tm.task
+    async def second(n: int) -> None:
+        ran.append(("second", n))
+
+    async with tm:
+        a = await tm.enqueue(first, 1, idempotency_key="k")
+        b = await tm.enqueue(first, 2, idempotency_key="k")
+        c = tm.add_task(second, 3, idempotency_key="k")
+        await tm.join(timeout=10)
+        page = await tm.list(TaskQuery(limit=10))
+    assert a == b == c
+    assert ran == [("first", 1)]
+    assert [r.id for r in page.items] == [a]
