@@ -1031,6 +1031,8 @@ class TaskManager:
         self._check_thread("metrics")
         if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1000:
             raise ConfigurationError(f"buckets must be an int in 1..1000, got {buckets!r}")
+        check_aware("since", since)
+        check_aware("until", until)
         until = until or self.clock.now()
         since = since or until - timedelta(hours=1)
         if since >= until:

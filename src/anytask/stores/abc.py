@@ -38,8 +38,9 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from .._errors import ConfigurationError
 from .._models import (
     TERMINAL,
     DurationStats,
@@ -51,6 +52,7 @@ from .._models import (
     TaskQuery,
     TaskRecord,
     TaskStatus,
+    check_aware,
 )
 
 __all__ = ["BatchResult", "HeartbeatResult", "MetricsBuilder", "RecoveryResult", "Store"]
@@ -65,18 +67,16 @@ class MetricsBuilder:
 
     def __init__(self, since: datetime, until: datetime, buckets: int) -> None:
         self.since, self.until = since, until
-        self.width = max((until - since).total_seconds(), 1e-6) / buckets
-        self.series = [
-            MetricsBucket(datetime.fromtimestamp(since.timestamp() + i * self.width, since.tzinfo))
-            for i in range(buckets)
-        ]
+        self.span, starts = metrics_buckets(since, until, buckets)
+        self.buckets = buckets
+        self.series = [MetricsBucket(start) for start in starts]
         self.durations: dict[str, list[float]] = {}
 
     def add(self, rec: TaskRecord) -> None:
         ended = rec.ended_at
         if ended is None or not rec.status.terminal or not self.since <= ended < self.until:
             return
-        i = min(int((ended - self.since).total_seconds() / self.width), len(self.series) - 1)
+        i = min(micros(ended - self.since) * self.buckets // self.span, self.buckets - 1)
         bucket = self.series[i]
         if rec.status is TaskStatus.SUCCESS:
             bucket.success += 1
@@ -96,6 +96,28 @@ class MetricsBuilder:
                 DurationStats(name, len(values), *(percentile(values, p) for p in (50, 95, 99)))
             )
         return Metrics(self.since, self.until, counts, self.series, stats)
+
+
+def micros(delta: timedelta) -> int:
+    """A timedelta as a whole number of microseconds (exact, no float on the way)."""
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def metrics_buckets(
+    since: datetime, until: datetime, buckets: int
+) -> tuple[int, builtins.list[datetime]]:
+    """Check :meth:`Store.metrics`'s arguments; the window's span in microseconds (at
+    least 1) and the start of each bucket. Bucket ``i`` holds the tasks that ended
+    ``d`` microseconds after ``since`` with ``d * buckets // span == i``: it starts at
+    ``since`` plus ``ceil(span * i / buckets)`` microseconds. Exact integer arithmetic,
+    so that every store puts a task ending on a bucket edge in the same bucket."""
+    check_aware("since", since)
+    check_aware("until", until)
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
+        raise ConfigurationError(f"buckets must be an int >= 1, got {buckets!r}")
+    span = max(micros(until - since), 1)
+    starts = [since + timedelta(microseconds=-(-span * i // buckets)) for i in range(buckets)]
+    return span, starts
 
 
 def percentile(ordered: Sequence[float], p: float) -> float:

@@ -56,7 +56,14 @@ from .._models import (
     TaskStatus,
 )
 from .._threads import SerialThread
-from .abc import BatchResult, HeartbeatResult, RecoveryResult, Store, purge_filter
+from .abc import (
+    BatchResult,
+    HeartbeatResult,
+    RecoveryResult,
+    Store,
+    metrics_buckets,
+    purge_filter,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -69,6 +76,7 @@ _HEADER = b"SQLite format 3\x00"
 _MAX_IDLE_READERS = 4
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 _METRICS_EXACT = 20_000  # metrics percentiles are exact up to this many tasks
+_METRICS_WHOLE = 1_000  # beyond it, names with at most this many are still counted whole
 
 _BUSY, _LOCKED, _READONLY, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 11, 13, 14, 26
 
@@ -696,6 +704,14 @@ def _where(query: TaskQuery, *, paged: bool) -> tuple[str, list[Any]]:
         clauses.append("(anytask_icontains(name, ?) OR anytask_icontains(error, ?))")
         params.extend((needle, needle))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _sum_by_name(series: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """The timed tasks per name in the rows of the metrics series query."""
+    out: dict[str, int] = {}
+    for row in series:
+        out[row[1]] = out.get(row[1], 0) + row[5]
+    return out
 
 
 def _chunks(total: int) -> list[tuple[int, int]]:
@@ -1547,38 +1563,65 @@ class SQLiteStore(Store):
     async def metrics(self, since: datetime, until: datetime, buckets: int) -> Metrics:
         # Aggregated in SQL over the ended_at index. Buckets: one GROUP BY. Percentiles:
         # nearest rank by window functions, exact up to _METRICS_EXACT timed tasks in the
-        # window and beyond that over an even sample (every k-th task by seq), so that a
-        # window holding 100k tasks still answers in about 0.1 s.
+        # window and beyond that over an even sample (see below), so that a window holding
+        # 100k tasks still answers in a few tenths of a second.
+        # Bucket indexes and durations in whole microseconds, as MetricsBuilder counts
+        # them: a stored timestamp is within half a microsecond of its datetime, so the
+        # rounded difference of two is exact (a float difference is not: 1 µs reads as
+        # 0.95 µs, and a task ending on a bucket edge can land in the bucket before).
+        span, starts = metrics_buckets(since, until, buckets)
         lo, hi = to_ts(since), to_ts(until)
-        width = max(hi - lo, 1e-6) / buckets
 
         def run(conn: sqlite3.Connection) -> tuple[builtins.list[Any], builtins.list[Any]]:
             series = conn.execute(
-                "SELECT min(CAST((ended_at - ?) / ? AS INTEGER), ?) AS b, name, "
+                "SELECT min(CAST(CAST(round((ended_at - ?) * 1000000.0) AS INTEGER) * ? / ? "
+                "AS INTEGER), ?) AS b, name, "
                 "sum(status = 'success'), sum(status IN ('failed', 'interrupted')), "
                 "sum(status = 'cancelled'), "
                 "sum(status IN ('success', 'failed') AND started_at IS NOT NULL) "
                 "FROM anytask_tasks INDEXED BY anytask_tasks_ended "
                 f"WHERE ended_at >= ? AND ended_at < ? AND status IN ({_TERMINAL_SQL}) "
                 "GROUP BY b, name",
-                (lo, width, buckets - 1, lo, hi),
+                (lo, buckets, span, buckets - 1, lo, hi),
             ).fetchall()
-            timed = sum(row[5] for row in series)
-            stride = max(1, -(-timed // _METRICS_EXACT))
+            # beyond _METRICS_EXACT timed tasks in the window, an even sample of about that
+            # many: every name with more than _METRICS_WHOLE of them is sampled (its rows
+            # whose seq, through a multiplicative hash that spreads runs of seqs names
+            # share by turns, is a multiple of the stride), smaller ones are kept whole, so
+            # that no name drops out. Filtered before the window functions, so that a window of
+            # 100k tasks costs about what 20k do.
+            by_name = _sum_by_name(series)
+            stride = -(-sum(by_name.values()) // _METRICS_EXACT)
+            strides = (
+                {name: stride for name, timed in by_name.items() if timed > _METRICS_WHOLE}
+                if stride > 1
+                else {}
+            )
+            sample = ""
+            params: builtins.list[Any] = [lo, hi]
+            if strides:
+                cases = " ".join("WHEN ? THEN ?" for _ in strides)
+                sample = (
+                    " AND ((((seq & 16777215) * 2654435761) & 4294967295) >> 16) "
+                    f"% (CASE name {cases} ELSE 1 END) = 0"
+                )
+                for name, stride in strides.items():
+                    params += [name, stride]
             durations = conn.execute(
-                "SELECT name, n, rn, d FROM (SELECT name, max(ended_at - started_at, 0.0) AS d, "
-                "row_number() OVER (PARTITION BY name ORDER BY ended_at - started_at) AS rn, "
-                "count(*) OVER (PARTITION BY name) AS n "
+                "SELECT name, n, rn, d FROM (SELECT name, d, "
+                "row_number() OVER (PARTITION BY name ORDER BY d) AS rn, "
+                "count(*) OVER (PARTITION BY name) AS n FROM (SELECT name, "
+                "max(CAST(round((ended_at - started_at) * 1000000.0) AS INTEGER), 0) AS d "
                 "FROM anytask_tasks INDEXED BY anytask_tasks_ended "
                 "WHERE ended_at >= ? AND ended_at < ? AND status IN ('success', 'failed') "
-                "AND started_at IS NOT NULL AND seq % ? = 0) "
+                "AND started_at IS NOT NULL" + sample + ")) "
                 "WHERE rn IN ((n * 50 + 99) / 100, (n * 95 + 99) / 100, (n * 99 + 99) / 100)",
-                (lo, hi, stride),
+                params,
             ).fetchall()
             return series, durations
 
         series_rows, duration_rows = await self._read(run)
-        series = [MetricsBucket(from_ts(lo + i * width)) for i in range(buckets)]
+        series = [MetricsBucket(start) for start in starts]
         timed_by_name: dict[str, int] = {}
         for b, name, success, failed, other, timed in series_rows:
             bucket = series[b]
@@ -1588,7 +1631,7 @@ class SQLiteStore(Store):
             timed_by_name[name] = timed_by_name.get(name, 0) + timed
         ranks: dict[str, tuple[int, dict[int, float]]] = {}
         for name, n, rn, d in duration_rows:
-            ranks.setdefault(name, (n, {}))[1][rn] = d
+            ranks.setdefault(name, (n, {}))[1][rn] = d / 1_000_000
         durations = [
             DurationStats(
                 name, timed_by_name[name], *(at[(n * p + 99) // 100] for p in (50, 95, 99))
