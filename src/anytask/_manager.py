@@ -443,6 +443,11 @@ class TaskManager:
         # store inserted it or already held a task under its id): what _take_back goes by.
         # The record is held, so that its id() is not reused while it is remembered.
         self._insert_verdicts: dict[int, tuple[TaskRecord, bool]] = {}
+        # id() of records whose verdict a caller is waiting for (replay_many): kept past
+        # _VERDICTS_KEPT until that caller has read it (a bulk replay larger than the cap,
+        # or other keyed inserts committed meanwhile, would push it out, and the creation
+        # times it falls back on cannot tell two replays made in one tick apart)
+        self._verdicts_wanted: set[int] = set()
         self._submitted = 0
         self._committed = 0
         self._outcomes: list[tuple[Outcome, TaskRecord]] = []
@@ -959,8 +964,17 @@ class TaskManager:
         for rec, ok in zip(records, inserted, strict=True):
             if _derived_id(rec):
                 verdicts[id(rec)] = (rec, bool(ok))
-        while len(verdicts) > _VERDICTS_KEPT:
-            del verdicts[next(iter(verdicts))]
+        excess = len(verdicts) - _VERDICTS_KEPT
+        if excess > 0:
+            wanted = self._verdicts_wanted
+            drop: list[int] = []
+            for key in verdicts:  # the oldest first
+                if len(drop) >= excess:
+                    break
+                if key not in wanted:
+                    drop.append(key)
+            for key in drop:
+                del verdicts[key]
 
     async def flush(self) -> None:
         """Wait until every task queued so far (by any thread) is committed."""
@@ -1433,12 +1447,17 @@ class TaskManager:
         self._require_running("replay_many")
         news = [self._replay_record(r, generations[r.id]) for r in dead]
         if news:
-            await self._wait_committed(self._submit(news))
-            # another caller (here or in another instance) may have replayed some of them
-            # between the selection and this commit: the store refused those inserts, and
-            # they are that caller's replays, not this one's (left out, as if selected
-            # after it)
-            refused = await self._refused_inserts(news)
+            wanted = {id(n) for n in news}
+            self._verdicts_wanted.update(wanted)
+            try:
+                await self._wait_committed(self._submit(news))
+                # another caller (here or in another instance) may have replayed some of
+                # them between the selection and this commit: the store refused those
+                # inserts, and they are that caller's replays, not this one's (left out,
+                # as if selected after it)
+                refused = await self._refused_inserts(news)
+            finally:
+                self._verdicts_wanted.difference_update(wanted)
             if refused:
                 pairs = zip(dead, news, strict=True)
                 return [(r, n.id) for r, n in pairs if id(n) not in refused]
@@ -1452,7 +1471,9 @@ class TaskManager:
         unknown: list[TaskRecord] = []
         verdicts = self._insert_verdicts
         for rec in records:
-            verdict = verdicts.pop(id(rec), None)
+            # (read, not taken: a take-back of the same records, by the request that made
+            # them, goes by it too; the cap forgets it)
+            verdict = verdicts.get(id(rec))
             if verdict is not None and verdict[0] is rec:
                 if not verdict[1]:
                     refused.add(id(rec))
