@@ -11,6 +11,16 @@ import anyio
 import httpx
 
 BASE = "http://testserver"
+#: The admin's routes that read task data (the event stream aside), with ids that exist
+#: nowhere.
+DATA_READS = [
+    "/tasks/api/tasks",
+    "/tasks/api/tasks/some-id",
+    "/tasks/some-id",
+    "/tasks/api/dead-letters",
+    "/tasks/api/metrics",
+    "/tasks/api/schedules",
+]
 
 
 @asynccontextmanager

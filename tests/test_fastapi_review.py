@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from anytask import MemoryStore, SQLiteStore, TaskAdmin, TaskManager
-from fastapi_helpers import BASE, csrf, serve
+from fastapi_helpers import BASE, DATA_READS, csrf, serve
 
 
 @pytest.mark.parametrize("path", ["/tasks/login", "/tasks/logout"])
@@ -74,14 +74,6 @@ async def test_next_with_dot_segments_cannot_leave_the_prefix(next_value: str) -
             assert response.headers["location"] == kept
 
 
-READS = [
-    "/tasks/api/tasks",
-    "/tasks/api/tasks/some-id",
-    "/tasks/some-id",
-    "/tasks/api/dead-letters",
-    "/tasks/api/metrics",
-    "/tasks/api/schedules",
-]
 WRITES = [
     ("/tasks/api/tasks/some-id/cancel", None),
     ("/tasks/api/replay", {"ids": ["some-id"], "dry_run": True}),
@@ -105,7 +97,7 @@ async def test_a_manager_that_is_not_running_is_a_503_not_a_500(kind: str, tmp_p
 
     async with serve(app) as client:
         headers = await csrf(client)
-        for path in READS:
+        for path in DATA_READS:
             response = await client.get(path)
             assert response.status_code in (200, 404, 503), (path, response.text)
             if response.status_code == 503:

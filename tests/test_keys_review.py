@@ -35,6 +35,19 @@ def _manager(kind: str, tmp_path: Path, **kw: Any) -> TaskManager:
     return TaskManager(snapshot_db=str(tmp_path / "tasks.db"), **kw)
 
 
+def _failing_task(tm: TaskManager) -> tuple[Any, list[int]]:
+    """A task registered on ``tm`` that always fails, and a list that gets an item per
+    run of it."""
+    runs: list[int] = []
+
+    @tm.task
+    async def fail() -> None:
+        runs.append(1)
+        raise ValueError("dead")
+
+    return fail, runs
+
+
 @pytest.mark.parametrize("kind", STORES)
 async def test_replay_once_when_the_clock_steps_back(kind: str, tmp_path: Path) -> None:
     # A replay dated before its task (the wall clock stepped back after the task was
@@ -42,12 +55,7 @@ async def test_replay_once_when_the_clock_steps_back(kind: str, tmp_path: Path) 
     # replaying the task again returns it, and the task does not run a third time.
     clock = _SteppingClock()
     tm = _manager(kind, tmp_path, clock=clock)
-    runs: list[int] = []
-
-    @tm.task
-    async def fail() -> None:
-        runs.append(1)
-        raise ValueError("dead")
+    fail, runs = _failing_task(tm)
 
     async with tm:
         task = await tm.enqueue(fail)
@@ -71,12 +79,7 @@ async def test_concurrent_replay_many_report_the_replay_once(kind: str, tmp_path
     # store refuses the others' inserts); only the call that wrote it reports it, as
     # a second run of the same bulk replay reports nothing.
     tm = _manager(kind, tmp_path)
-    runs: list[int] = []
-
-    @tm.task
-    async def fail() -> None:
-        runs.append(1)
-        raise ValueError("dead")
+    fail, runs = _failing_task(tm)
 
     async with tm:
         task = await tm.enqueue(fail)

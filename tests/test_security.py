@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI, HTTPException, Request
 
 from anytask import MemoryStore, TaskAdmin, TaskManager
-from fastapi_helpers import BASE, csrf, lifespan
+from fastapi_helpers import BASE, DATA_READS, csrf, lifespan
 
 SECRET = "0123456789abcdef-test-secret"
 
@@ -48,15 +48,7 @@ async def login(
     )
 
 
-GET_API = [
-    "/tasks/api/tasks",
-    "/tasks/api/tasks/some-id",
-    "/tasks/some-id",
-    "/tasks/api/dead-letters",
-    "/tasks/api/metrics",
-    "/tasks/api/schedules",
-    "/tasks/api/events",
-]
+GET_API = [*DATA_READS, "/tasks/api/events"]
 POSTS = [
     "/tasks/api/tasks/some-id/cancel",
     "/tasks/api/tasks/some-id/replay",

@@ -421,8 +421,8 @@ class TaskManager:
         self.unregistered_grace = float(unregistered_grace)
         self._unknown_names: set[str] = set()  # warned about (see _not_registered)
         self.clock: Clock = clock or SystemClock()
-        # task_log stamps lines with the system's time plus this clock's lead over it
-        self._clock_offset = type(self.clock) is not SystemClock
+        # a clock of its own (not the system's): task_log stamps lines by it (see _Active)
+        self._own_clock = type(self.clock) is not SystemClock
         self._fixed_instance_id = instance_id
         self.instance_id = instance_id or uuid.uuid4().hex
         self.registry = Registry()
@@ -935,21 +935,22 @@ class TaskManager:
         committed = await self._withdraw(records)
         if len(committed) == len(records):
             return True
+        # a derived id (an idempotency key, a replay) may name another caller's accepted
+        # task, the insert of this one a no-op: that task must stand
+        derived = [rec for rec in committed if _derived_id(rec)]
+        try:
+            refused = await self._refused_inserts(derived) if derived else set()
+        except Exception:
+            log.exception(
+                "anytask: could not tell whether tasks %s were stored by another caller; "
+                "not cancelled",
+                ", ".join(rec.id for rec in derived),
+            )
+            refused = {id(rec) for rec in derived}
         for rec in committed:
+            if id(rec) in refused:
+                continue
             try:
-                if _derived_id(rec):
-                    # its id is derived: the store may hold another caller's task under it
-                    # (an accepted one; this insert was a no-op), which must stand. The
-                    # store said which (two records' creation times may be equal: a coarse
-                    # or virtual clock); only a store that does not say is asked for it.
-                    verdict = self._insert_verdicts.pop(id(rec), None)
-                    if verdict is not None and verdict[0] is rec:
-                        if not verdict[1]:
-                            continue
-                    else:
-                        stored = await self._store.fetch(rec.id)
-                        if stored is None or abs(stored.created_at - rec.created_at) > _SAME_TIME:
-                            continue
                 await self._cancel_stored(rec.id)  # (not cancel(): its flush would fail too)
             except Exception:
                 log.exception("anytask: could not cancel task %s, not accepted", rec.id)
@@ -1465,14 +1466,15 @@ class TaskManager:
 
     async def _refused_inserts(self, records: Sequence[TaskRecord]) -> set[int]:
         """id() of the committed ``records`` (with derived ids) whose insert the store
-        refused, another record holding their id. What the store said when it said it;
+        refused, another record holding their id. What the store said when it said it
+        (two records' creation times may be equal under a coarse or virtual clock);
         otherwise the stored record tells (its creation time is not this one's)."""
         refused: set[int] = set()
         unknown: list[TaskRecord] = []
         verdicts = self._insert_verdicts
         for rec in records:
-            # (read, not taken: a take-back of the same records, by the request that made
-            # them, goes by it too; the cap forgets it)
+            # (read, not taken: a take-back and a bulk replay of the same records may
+            # both ask; the cap forgets it)
             verdict = verdicts.get(id(rec))
             if verdict is not None and verdict[0] is rec:
                 if not verdict[1]:
@@ -2395,7 +2397,7 @@ class TaskManager:
             return None
         slot.record = rec
         active = slot.active = _Active(rec)
-        if self._clock_offset:
+        if self._own_clock:
             active.clock = self.clock
             active.loop_thread = self._loop_thread
             active.offset = self.clock.time() - time.time()
