@@ -1,7 +1,9 @@
 """An app for tests that run real servers (uvicorn, hypercorn with trio workers).
 
 Configured by environment: ``ANYTASK_TEST_DB`` (SQLite file; memory when unset),
-``ANYTASK_TEST_AUTH`` ("user:password"), ``ANYTASK_TEST_PING`` (SSE ping seconds).
+``ANYTASK_TEST_AUTH`` ("user:password"), ``ANYTASK_TEST_PING`` (SSE ping seconds),
+``ANYTASK_TEST_SECRET`` (the admin's ``secret``), ``ANYTASK_TEST_LEASE`` (the manager's
+``lease``).
 Run as ``uvicorn server_app:app`` with ``tests/`` on the path.
 """
 
@@ -16,7 +18,8 @@ from fastapi import BackgroundTasks, Depends, FastAPI
 from anytask import TaskAdmin, TaskManager
 
 db = os.environ.get("ANYTASK_TEST_DB")
-tm = TaskManager(snapshot_db=db) if db else TaskManager()
+lease = float(os.environ.get("ANYTASK_TEST_LEASE", "30"))
+tm = TaskManager(snapshot_db=db, lease=lease) if db else TaskManager(lease=lease)
 app = FastAPI()
 auth = os.environ.get("ANYTASK_TEST_AUTH")
 TaskAdmin(
@@ -24,6 +27,7 @@ TaskAdmin(
     tm,
     auth=tuple(auth.split(":", 1)) if auth else None,  # type: ignore[arg-type]
     sse_ping=float(os.environ.get("ANYTASK_TEST_PING", "15")),
+    secret=os.environ.get("ANYTASK_TEST_SECRET") or None,
 )
 
 
@@ -52,3 +56,9 @@ def enqueue_sync(
     delay: float = 0.0,
 ) -> dict[str, Any]:
     return {"task_id": tasks.add_task(work_sync, n, delay=delay)}
+
+
+@app.get("/whoami")
+async def whoami() -> dict[str, Any]:
+    """Which worker process (and manager instance) answered."""
+    return {"pid": os.getpid(), "instance_id": tm.instance_id}

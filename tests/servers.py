@@ -24,7 +24,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def command(kind: str, port: int, app: str = "server_app:app") -> list[str]:
+def command(kind: str, port: int, app: str = "server_app:app", workers: int = 1) -> list[str]:
     if kind == "uvicorn":
         return [
             sys.executable,
@@ -39,6 +39,7 @@ def command(kind: str, port: int, app: str = "server_app:app") -> list[str]:
             "2",
             "--log-level",
             "warning",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ]
     if kind == "hypercorn-trio":
         return [
@@ -51,6 +52,7 @@ def command(kind: str, port: int, app: str = "server_app:app") -> list[str]:
             f"127.0.0.1:{port}",
             "--graceful-timeout",
             "2",
+            *(["--workers", str(workers)] if workers > 1 else []),
             app,
         ]
     raise ValueError(kind)
@@ -66,14 +68,17 @@ def signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
 
 @contextmanager
 def running_server(
-    kind: str, env: dict[str, str] | None = None
+    kind: str, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Yield (base url, process) once the server answers its health check; stop it after
     (SIGTERM, then SIGKILL if it lingers). The caller may SIGKILL it earlier."""
     port = free_port()
-    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    # the caller's PYTHONPATH stays after tests/: a run against a checkout's src/ (not the
+    # installed package) starts its servers on that checkout too
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     proc = subprocess.Popen(
-        command(kind, port),
+        command(kind, port, workers=workers),
         cwd=TESTS,
         env=full_env,
         stdout=subprocess.DEVNULL,

@@ -1214,7 +1214,9 @@ class TaskManager:
                 await self._wait_changed(0.01)
             slot = self._active.get(task_id)
             if slot is not None:  # it started while the store was asked
+                # (as a task running here when the call came: the answer is how it ended)
                 slot.cancel("cancel")
+                return await self._settled(task_id)
             elif task_id in self._claimed:  # claimed here, not started yet
                 rec = next((r for r in self._backlog if r.id == task_id), None)
                 if rec is None:  # (a worker holds it: it records it instead of starting it)
@@ -2457,6 +2459,13 @@ class TaskManager:
             if newer is not slot:  # a newer attempt replaced us: it stays
                 self._active[rec.id] = newer
         slot.record = slot.active = None
+        if slot.reason == "cancel":
+            # tm.cancel() was asked while the call ran, and the task caught the
+            # cancellation and returned, or raised something else: the cancel stands (not
+            # a success, and never a retry that would run the task again), as a timeout
+            # the task swallows is still a timeout
+            self._finish(rec, self._outcome(rec, "cancel", None, None, active))
+            return None
         if (
             failure is None
             and deadline is not None
