@@ -55,7 +55,9 @@ def _row(rec: TaskRecord) -> dict[str, Any]:
 async def _inspect(args: argparse.Namespace) -> int:
     from .stores.sqlite import SQLiteStore
 
-    store = SQLiteStore(args.db)
+    # only reads: a file of an older schema is left as it is, for the older anytask that
+    # may still be using it (an upgraded file locks it out)
+    store = SQLiteStore(args.db, upgrade=False)
     await store.open()
     try:
         statuses = frozenset({TaskStatus(args.status)}) if args.status else None
@@ -80,7 +82,7 @@ async def _inspect(args: argparse.Namespace) -> int:
 async def _show(args: argparse.Namespace) -> int:
     from .stores.sqlite import SQLiteStore
 
-    store = SQLiteStore(args.db)
+    store = SQLiteStore(args.db, upgrade=False)  # only reads (see _inspect)
     await store.open()
     try:
         rec = await store.fetch(args.task_id)

@@ -983,6 +983,12 @@ class SQLiteStore(Store):
     ``PRAGMA integrity_check`` (also checks that every index matches its table, about 3x
     slower); ``"off"`` checks only the header and the schema (for very large files whose
     start-up time matters more).
+
+    ``upgrade=False`` opens a file of an older schema version as it is, for reading only:
+    nothing in it changes, and every write is refused with :class:`~anytask.StoreError`.
+    Upgrading the file locks out the older anytask that may still be using it, so tools
+    that only look (``anytask inspect`` and ``show``) open it this way. A file of the
+    current version opens as with ``upgrade=True``.
     """
 
     shared = True
@@ -994,6 +1000,7 @@ class SQLiteStore(Store):
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
         integrity_check: str = "quick",
+        upgrade: bool = True,
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise ConfigurationError(f"path must be a str or os.PathLike, got {path!r}")
@@ -1017,8 +1024,14 @@ class SQLiteStore(Store):
                 f"integrity_check must be one of {', '.join(_INTEGRITY_CHECKS)}, "
                 f"got {integrity_check!r}"
             )
+        if not isinstance(upgrade, bool):
+            raise ConfigurationError(f"upgrade must be a bool, got {upgrade!r}")
         self.path = Path(text).absolute()
         self.integrity_check = integrity_check
+        self.upgrade = upgrade
+        # the schema version of a file opened with upgrade=False and left older (None:
+        # current); writes to it are refused
+        self._old_version: int | None = None
         self.synchronous = synchronous.upper()
         self.busy_timeout = float(busy_timeout)
         self._writer: sqlite3.Connection | None = None
@@ -1136,6 +1149,11 @@ class SQLiteStore(Store):
             conn = self._writer
             if conn is None:
                 raise StoreError(f"{self!r} is not open")
+            if self._old_version is not None:
+                raise StoreError(
+                    f"{self.path} has schema version {self._old_version} and was opened "
+                    "with upgrade=False: it is read only"
+                )
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 self._here_added = []
@@ -1311,10 +1329,13 @@ class SQLiteStore(Store):
             raise StoreReadOnlyError(f"cannot create {path}: directory is read-only")
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
+        self._old_version = None
         try:
             # read only, so a refused file is never modified
             self._check_schema(conn, create=False)
             self._check_integrity(conn)
+            if self._old_version is not None:
+                return  # an older file opened as it is: nothing written, not even the journal
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("BEGIN IMMEDIATE")
@@ -1363,7 +1384,13 @@ class SQLiteStore(Store):
                     (str(SCHEMA_VERSION),),
                 )
             return
-        row = conn.execute("SELECT value FROM anytask_meta WHERE key = 'schema_version'").fetchone()
+        # (a table of that name with other columns: not anytask's)
+        meta_columns = {info[1] for info in conn.execute("PRAGMA table_info(anytask_meta)")}
+        row: Any = None
+        if {"key", "value"} <= meta_columns:
+            row = conn.execute(
+                "SELECT value FROM anytask_meta WHERE key = 'schema_version'"
+            ).fetchone()
         try:
             version = int(row[0])
         except (TypeError, ValueError):
@@ -1376,11 +1403,24 @@ class SQLiteStore(Store):
                 f"this version knows up to {SCHEMA_VERSION}. Upgrade anytask to open it."
             )
         missing = {"anytask_tasks", "anytask_schedules"} - tables
+        if not missing:
+            # Checked here, in the read-only pass: a table of another shape would only
+            # fail later, once the write transaction has begun (and the journal switched)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(anytask_tasks)")}
+            lacking = [c for c in _COLUMNS if c not in columns]
+            if lacking:
+                raise StoreCorruptError(
+                    f"{self.path} holds an anytask_tasks table that is not anytask's (it has "
+                    f"no column {lacking[0]!r}); it was left as is"
+                )
         if missing or version < 1:
             raise StoreCorruptError(
                 f"{self.path} is an incomplete anytask database "
                 f"(missing: {', '.join(sorted(missing)) or 'nothing'}, version {version})"
             )
+        if version < SCHEMA_VERSION and not self.upgrade:
+            self._old_version = version
+            return  # as it is: neither upgraded nor its indexes repaired
         if create and version < SCHEMA_VERSION:
             for step in range(version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step].split(";"):
