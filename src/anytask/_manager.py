@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import anyio
 from anyio.abc import TaskStatus as AnyioTaskStatus
 
-from ._clock import Clock, SystemClock, from_ts, to_ts
+from ._clock import Clock, LoopClock, SystemClock, from_ts, loop_clock_is_virtual, to_ts
 from ._codec import check_json, clean_text, cloned, detached
 from ._context import _Active, _current
 from ._errors import (
@@ -420,7 +420,11 @@ class TaskManager:
         self.poll_interval = float(poll_interval)
         self.unregistered_grace = float(unregistered_grace)
         self._unknown_names: set[str] = set()  # warned about (see _not_registered)
-        self.clock: Clock = clock or SystemClock()
+        # the default clock, and the LoopClock it becomes under a virtual clock (see
+        # _pick_clock); a clock passed here, or assigned to tm.clock, is kept as it is
+        self._system_clock = SystemClock()
+        self._virtual_clock: LoopClock | None = None
+        self.clock: Clock = clock or self._system_clock
         # a clock of its own (not the system's): task_log stamps lines by it (see _Active)
         self._own_clock = type(self.clock) is not SystemClock
         self._fixed_instance_id = instance_id
@@ -1545,6 +1549,7 @@ class TaskManager:
                 raise ManagerStateError(f"the task manager is already {self._state.value}")
             self._state = RunState.STARTING
         self._reset_runtime()
+        self._pick_clock()
         # from the start on, not once the store is open and recovered: a stop asked while
         # the manager starts (by another task, a thread, a signal handler) is kept, and
         # the manager stops as soon as it has started
@@ -1586,6 +1591,23 @@ class TaskManager:
                 self._outer_tg = None
             for event in waiters:  # wait() and join() see at once that the manager stopped
                 event.set()
+
+    def _pick_clock(self) -> None:
+        """The clock of this run. The default one follows the event loop: under trio's
+        ``MockClock`` the loop's time jumps ahead while the wall clock does not, so by
+        the wall clock a delayed task, a retry's backoff or a schedule's next fire would
+        fall due only once real time got there, and a test waiting for it would hang
+        while virtual time ran on. There the manager keeps time by a ``LoopClock`` of its
+        own (one for its life: a restart in the next test goes on from where it was)."""
+        if self.clock is self._system_clock or self.clock is self._virtual_clock:
+            if loop_clock_is_virtual():
+                if self._virtual_clock is None:
+                    self._virtual_clock = LoopClock()
+                self.clock = self._virtual_clock
+            else:
+                self.clock = self._system_clock
+        # (also for a clock assigned to tm.clock since the constructor)
+        self._own_clock = type(self.clock) is not SystemClock
 
     async def _serve(self, task_status: AnyioTaskStatus[None]) -> None:
         started_at = self.clock.now()
