@@ -98,9 +98,25 @@ def why_not_durable(
     if isinstance(func, str):
         return None  # a registered name
     reason = _reason(func, caller_globals)
+    if reason is None:
+        reason = _name_taken(manager, func)
     if reason is not None and _registered(manager, func):
         return None  # @tm.task(...) on it: the user made it a task on purpose
     return reason
+
+
+def _name_taken(manager: TaskManager, func: Any) -> str | None:
+    """Why ``func`` cannot be registered under its task name: another callable has it
+    (two modules' ``notify``), so the name would find that one, not this one."""
+    try:
+        name = task_name(func)
+    except ConfigurationError:
+        return None
+    defn = manager.registry.get(name)
+    if defn is None or defn.fn is func or defn.fn == func:
+        return None
+    other = f"{getattr(defn.fn, '__module__', None)}.{getattr(defn.fn, '__qualname__', name)}"
+    return f"named {name!r} like another task registered first ({other})"
 
 
 _BUILTIN = type(print)  # builtin functions, and methods of builtin objects ([].append)
@@ -194,8 +210,8 @@ def _warn_once(func: Any, reason: str) -> None:
     log.warning(
         "BackgroundTasks.add_task(%s): not a durable anytask task, because it is %s. "
         "anytask runs a task by its name, possibly after a restart or in another process, "
-        "so it must find the same callable again by that name; this one exists only in "
-        "this request. It runs in this process after the response instead (Starlette's "
+        "so it must find the same callable again by that name, and it cannot find this "
+        "one. It runs in this process after the response instead (Starlette's "
         "behaviour; add_task returns None). To make it durable, pass a module-level "
         "function (with its data as arguments) or register the function with @tm.task.",
         name,
