@@ -221,14 +221,20 @@ class QueuedHere:
     """What one caller (the FastAPI middleware, per request) queued for the group commit
     while it was open: its records, and the commit mark that covers them all. Code the
     request started and that outlives it (a task group of the app's) keeps the context,
-    so nothing is added once the caller closes it."""
+    so nothing is added once the caller closes it.
 
-    __slots__ = ("is_open", "mark", "records")
+    With ``hold``, what ``add_task`` queues is held here (``held``) instead, until the
+    caller releases it (:meth:`TaskManager._release_held`): a request's tasks start after
+    its route has returned, as Starlette's background tasks do, not while it still runs
+    (a task reading what the route writes would not find it yet)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("held", "is_open", "mark", "records")
+
+    def __init__(self, hold: bool = False) -> None:
         self.is_open = True
         self.records: list[TaskRecord] = []
         self.mark = 0
+        self.held: list[TaskRecord] | None = [] if hold else None
 
 
 _queued_here: ContextVar[QueuedHere | None] = ContextVar("anytask_queued_here", default=None)
@@ -882,8 +888,10 @@ class TaskManager:
         ``tags`` and ``idempotency_key`` configure the task instead of being passed on.
         """
         store = self._inline_store
+        queued = _queued_here.get()
         if (
             store is not None
+            and queued is None
             and (not kwargs or RESERVED_KWARGS.isdisjoint(kwargs))
             and not self._inserts
             and self._state is _RUNNING
@@ -898,8 +906,35 @@ class TaskManager:
                     self._enqueued_here(1)
             return rec.id
         rec = self._build(fn, args, dict(kwargs))
+        if queued is not None and queued.held is not None:
+            with self._lock:  # (a sync route's thread, while the loop may release)
+                held = queued.held
+                if held is not None and queued.is_open:
+                    held.append(rec)
+                    return rec.id
         self._submit([rec])
         return rec.id
+
+    def _release_held(self, queued: QueuedHere | None = None) -> None:
+        """Queue for the group commit what ``queued`` (by default the current caller's: a
+        request's) held back (see :class:`QueuedHere`), and hold nothing more: its
+        response is about to start, or the route asks for one of its tasks (``flush``,
+        ``get``, ``wait``, ``cancel``), which it then finds."""
+        if queued is None:
+            queued = _queued_here.get()
+        if queued is None or queued.held is None:
+            return
+        with self._lock:
+            records, queued.held = queued.held, None
+        if records:
+            self._submit(records)
+
+    def _drop_held(self, queued: QueuedHere) -> int:
+        """Forget what a request held back and never released (it failed before its
+        response started: as with Starlette's background tasks, they do not run)."""
+        with self._lock:
+            records, queued.held = queued.held or [], None
+        return len(records)
 
     async def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
         """Queue ``fn(*args, **kwargs)``; when this returns, the task is in the store."""
@@ -984,6 +1019,7 @@ class TaskManager:
     async def flush(self) -> None:
         """Wait until every task queued so far (by any thread) is committed."""
         self._check_thread("flush")
+        self._release_held()
         if self._outer_tg is None:
             if self._inserts:
                 raise ManagerStateError("tasks are queued but the task manager is not running")
@@ -1027,6 +1063,7 @@ class TaskManager:
 
     async def get(self, task_id: str) -> TaskRecord | None:
         self._check_thread("get")
+        self._release_held()
         return await self._store.fetch(task_id)
 
     async def list(
@@ -1169,6 +1206,7 @@ class TaskManager:
         next heartbeat. Returns the status after the call (a terminal task is left as it
         is)."""
         self._check_thread("cancel")
+        self._release_held()
         slot = self._active.get(task_id)
         if slot is not None and slot.reason is None:
             slot.cancel("cancel")

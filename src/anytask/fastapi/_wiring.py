@@ -268,7 +268,9 @@ class TaskMiddleware:
             await self.app(scope, receive, send)
             return
         token = _current.set(self.manager)
-        queued = QueuedHere()  # what this request queues for the group commit
+        # what this request queues for the group commit; over http, what it adds is held
+        # until its response starts (its tasks start after the route returned)
+        queued = QueuedHere(hold=scope["type"] == "http")
         queued_token = _queued_here.set(queued)
         try:
             if scope["type"] == "http":
@@ -281,6 +283,16 @@ class TaskMiddleware:
             queued.is_open = False  # code the request started and that outlives it
             _queued_here.reset(queued_token)
             _current.reset(token)
+            # no response started through here (the route raised): as with Starlette's
+            # background tasks, what it added does not run
+            dropped = self.manager._drop_held(queued)
+            if dropped:
+                log.warning(
+                    "anytask: %d task(s) queued by a request to %s were dropped: it ended "
+                    "without a response (an error in the route?)",
+                    dropped,
+                    scope.get("path", "?"),
+                )
 
     def _sender(self, send: Send, admin: bool, queued: QueuedHere) -> Send:
         manager = self.manager
@@ -291,7 +303,9 @@ class TaskMiddleware:
             if failed:
                 return
             if message["type"] == "http.response.start":
-                # a request that queued tasks: its response waits for their commit
+                # a request that queued tasks: they are let go now, and its response
+                # waits for their commit
+                manager._release_held(queued)
                 queued.is_open = False
                 error: Exception | None = None
                 try:
