@@ -15,7 +15,7 @@ from typing import Any
 
 from ._errors import PayloadError
 
-__all__ = ["check_json", "clean_text", "detached", "dumps", "loads"]
+__all__ = ["check_json", "clean_text", "detached", "dumps", "json_size", "loads"]
 
 _SCALARS = (bool, type(None))
 #: Ints this far from zero may have more digits than ``str(int)`` converts (Python's
@@ -49,14 +49,16 @@ def clean_text(value: str) -> str:
     return value
 
 
-def _walk(value: Any, where: str, depth: int) -> None:
+def _walk(value: Any, where: str, depth: int) -> int:
+    """Check ``value``; returns a bound on the bytes of its JSON (UTF-8): at least as
+    many, found without encoding it (a character takes at most 6 bytes, as ``\\u001f``)."""
     kind = type(value)
     if kind is str:
         _check_str(value, where)
-        return
+        return 6 * len(value) + 2
     if kind is int:
         if -_BIG_INT < value < _BIG_INT:
-            return
+            return int(value.bit_length()) // 3 + 2  # (a decimal digit holds over 3 bits)
         try:
             # JSON writes an int in decimal; past the interpreter's limit on digits that
             # raises ValueError, at the write (a writer's whole batch) instead of here
@@ -66,19 +68,20 @@ def _walk(value: Any, where: str, depth: int) -> None:
                 f"{where} is an int of about {value.bit_length() * 0.30103:.0f} digits, "
                 "more than Python converts to or from text (sys.get_int_max_str_digits())"
             ) from None
-        return
+        return int(value.bit_length()) // 3 + 2
     if kind in _SCALARS:
-        return
+        return 5
     if kind is float:
         if not math.isfinite(value):
             raise PayloadError(f"{where} is {value!r}, which JSON cannot represent")
-        return
+        return 24
     if depth > 64:
         raise PayloadError(f"{where} is nested more than 64 levels deep")
+    size = 2
     if kind is list:
         for i, item in enumerate(value):
-            _walk(item, f"{where}[{i}]", depth + 1)
-        return
+            size += _walk(item, f"{where}[{i}]", depth + 1) + 1
+        return size
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
@@ -87,17 +90,24 @@ def _walk(value: Any, where: str, depth: int) -> None:
                     "JSON object keys must be str"
                 )
             _check_str(key, f"a key of {where}")
-            _walk(item, f"{where}[{key!r}]", depth + 1)
-        return
+            size += 6 * len(key) + 4 + _walk(item, f"{where}[{key!r}]", depth + 1)
+        return size
     raise PayloadError(
         f"{where} is of type {kind.__name__}, which is not plain JSON "
         "(use str, int, float, bool, None, list and dict with str keys)"
     )
 
 
-def check_json(value: Any, where: str) -> None:
-    """Raise :class:`PayloadError` unless ``value`` survives a JSON round trip unchanged."""
-    _walk(value, where, 0)
+def check_json(value: Any, where: str) -> int:
+    """Raise :class:`PayloadError` unless ``value`` survives a JSON round trip unchanged.
+    Returns a bound on the size of its JSON in bytes (see :func:`json_size`)."""
+    return _walk(value, where, 0)
+
+
+def json_size(value: Any) -> int:
+    """The size in bytes (UTF-8) of ``value``'s JSON, a value :func:`check_json` accepted."""
+    text = _encoder.encode(value)
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def dumps(value: Any) -> str:

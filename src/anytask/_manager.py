@@ -47,7 +47,7 @@ import anyio
 from anyio.abc import TaskStatus as AnyioTaskStatus
 
 from ._clock import Clock, LoopClock, SystemClock, from_ts, loop_clock_is_virtual, to_ts
-from ._codec import check_json, clean_text, cloned, detached
+from ._codec import check_json, clean_text, cloned, detached, json_size
 from ._context import _Active, _current
 from ._errors import (
     ConfigurationError,
@@ -281,6 +281,38 @@ def _safe_traceback(exc: BaseException) -> str:
         lines = tb_module.format_tb(exc.__traceback__)
         text = "".join(lines) + f"{type(exc).__qualname__}: {_safe_str(exc)}\n"
     return clean_text(text)
+
+
+def _cut(text: str, budget: int) -> str:
+    """``text`` when its UTF-8 takes at most ``budget`` bytes, else its start and a note
+    of how much was left out (an error message or traceback the store cannot hold)."""
+    if 4 * len(text) <= budget:
+        return text
+    data = text.encode("utf-8")
+    if len(data) <= budget:
+        return text
+    kept = data[: max(budget - 200, 0)].decode("utf-8", "ignore")
+    return f"{kept}\n[{len(text) - len(kept):,} more characters not stored]"
+
+
+def _fit_logs(logs: list[dict[str, Any]], budget: int, now: float) -> list[dict[str, Any]]:
+    """``logs`` when their JSON takes at most ``budget`` bytes, else the lines that fit
+    (in order) and one saying how many did not."""
+    if check_json(logs, "the logs") <= budget:
+        return logs
+    room = budget - 200
+    kept: list[dict[str, Any]] = []
+    for line in logs:
+        size = json_size(line) + 1
+        if size <= room:
+            kept.append(line)
+            room -= size
+    if len(kept) == len(logs):
+        return logs
+    left = len(logs) - len(kept)
+    dropped = f"{left} log lines not stored: the logs take more than {budget:,} bytes"
+    kept.append({"ts": now, "level": "warning", "msg": dropped})
+    return kept
 
 
 class _InterruptInThread(Exception):
@@ -694,12 +726,16 @@ class TaskManager:
         defn = self.registry.lookup_fn(id(fn))
         if defn is None or defn.fn is not fn:
             defn = self.registry.resolve(fn)
+        size = 0
         if args:
             for i, value in enumerate(args):
-                check_json(value, f"argument {i} of {defn.name}")
+                size += check_json(value, f"argument {i} of {defn.name}")
         if kwargs:
             for k, value in kwargs.items():
-                check_json(value, f"argument {k!r} of {defn.name}")
+                size += check_json(value, f"argument {k!r} of {defn.name}")
+        limit = self._store.max_record_bytes
+        if limit is not None and size > limit // 2:
+            self._check_size(defn.name, args, kwargs, None, limit)
         priority, tags, max_attempts, timeout, requeue = defn.record_defaults
         created = self.clock.now()
         # the arguments are copied where they nest (detached): a group commit encodes
@@ -742,10 +778,11 @@ class TaskManager:
         key = kwargs.pop("idempotency_key", None)
         defn = self.registry.resolve(fn)
         opts = defn.options
+        size = 0
         for i, value in enumerate(args):
-            check_json(value, f"argument {i} of {defn.name}")
+            size += check_json(value, f"argument {i} of {defn.name}")
         for k, value in kwargs.items():
-            check_json(value, f"argument {k!r} of {defn.name}")
+            size += check_json(value, f"argument {k!r} of {defn.name}")
         now = self.clock.time()
         if delay is not None and run_at is not None:
             raise ConfigurationError("pass delay or run_at, not both")
@@ -785,7 +822,10 @@ class TaskManager:
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigurationError(f"idempotency_key must be a non-empty str, got {key!r}")
         if key is not None:
-            check_json(key, "idempotency_key")
+            size += check_json(key, "idempotency_key")
+        limit = self._store.max_record_bytes
+        if limit is not None and size + 6 * sum(map(len, tag_list)) > limit // 2:
+            self._check_size(defn.name, args, kwargs, (tag_list, key), limit)
         created = from_ts(now)
         return TaskRecord(
             id=key_task_id(key) if key is not None else new_task_id(),
@@ -801,6 +841,33 @@ class TaskManager:
             timeout=opts.timeout,
             requeue_on_interrupt=opts.requeue_on_interrupt,
             logs=NO_ITEMS,
+        )
+
+    @staticmethod
+    def _check_size(
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        extra: tuple[list[str], str | None] | None,
+        limit: int,
+    ) -> None:
+        """Refuse a task whose arguments (with its tags and idempotency key) take more
+        than half of what the store holds in one record, the other half being for its
+        outcome. Stored, such a record would fail the group commit that holds it, and
+        every other write with it, as long as it is retried."""
+        sizes = {f"argument {i}": json_size(value) for i, value in enumerate(args)}
+        sizes.update((f"argument {k!r}", json_size(value)) for k, value in kwargs.items())
+        if extra is not None:
+            sizes["tags"] = json_size(extra[0])
+            sizes["idempotency_key"] = json_size(extra[1])
+        total = sum(sizes.values())
+        if total <= limit // 2:
+            return
+        biggest = max(sizes, key=sizes.__getitem__)
+        raise PayloadError(
+            f"the arguments of {name} take {total:,} bytes as JSON ({biggest}: "
+            f"{sizes[biggest]:,}), more than the store takes for the arguments of one task "
+            f"({limit // 2:,} bytes, half of its max_record_bytes)"
         )
 
     def _submit(self, records: list[TaskRecord]) -> int:
@@ -2740,9 +2807,16 @@ class TaskManager:
             logs = logs if logs is not None else list(rec.logs)
             logs.append({"ts": now, "level": "warning", "msg": dropped})
 
+        # what the store holds of one outcome field (see Store.max_record_bytes)
+        limit = self._store.max_record_bytes
+        budget = None if limit is None else limit // 8
+
         def made(status: TaskStatus, **fields: Any) -> Outcome:
+            kept = logs
+            if budget is not None and kept is not None:
+                kept = _fit_logs(kept, budget, now)
             return Outcome(
-                rec.id, active.token, status, seq=rec.seq, ended_at=ended, logs=logs, **fields
+                rec.id, active.token, status, seq=rec.seq, ended_at=ended, logs=kept, **fields
             )
 
         if reason == "lease":
@@ -2769,7 +2843,12 @@ class TaskManager:
         if failure is None:
             if result is not None:
                 try:
-                    check_json(result, f"the result of {rec.name}")
+                    size = check_json(result, f"the result of {rec.name}")
+                    if budget is not None and size > budget and json_size(result) > budget:
+                        raise PayloadError(
+                            f"the result of {rec.name} takes {json_size(result):,} bytes as "
+                            f"JSON, more than the store keeps of a result ({budget:,})"
+                        )
                 except PayloadError as exc:
                     logs = logs if logs is not None else list(rec.logs)
                     logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})
@@ -2786,6 +2865,8 @@ class TaskManager:
         else:
             message = _safe_str(failure)
         trace = _safe_traceback(failure)
+        if budget is not None:
+            message, trace = _cut(message, budget), _cut(trace, budget)
         if rec.attempts < rec.max_attempts:
             defn = self.registry.get(rec.name)
             opts = defn.options if defn is not None else TaskOptions()

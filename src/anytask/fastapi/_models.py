@@ -39,6 +39,10 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: The characters of a task's error a list shows (the detail shows all of it).
+SUMMARY_ERROR = 1000
+
+
 class TaskSummary(BaseModel):
     task_id: str
     func_name: str
@@ -64,7 +68,13 @@ class TaskSummary(BaseModel):
 
     @classmethod
     def of(cls, rec: TaskRecord) -> TaskSummary:
-        return cls.model_construct(**_summary(rec))
+        fields = _summary(rec)
+        error = rec.error
+        if error is not None and len(error) > SUMMARY_ERROR:
+            # a page of a list holds up to 500 rows: an error of megabytes (a huge str()
+            # of an exception) would make it that many times bigger; the detail has it
+            fields["error"] = error[:SUMMARY_ERROR] + "…"
+        return cls.model_construct(**fields)
 
 
 class TaskDetail(TaskSummary):

@@ -163,6 +163,13 @@ class Store(ABC):
     #: True when other processes may change the data (the runtime then polls for work
     #: it was not told about); False for a store private to this process.
     shared: bool = True
+    #: The most bytes one record may hold in this store, or None when there is no such
+    #: limit. The manager keeps each record within it: arguments that take more than half
+    #: of it (as JSON) are refused at enqueue, and a result, error, traceback or log list
+    #: longer than an eighth of it is not stored whole (see ``docs/stores.md``). A record
+    #: over the limit would fail the group commit that holds it, and with it every other
+    #: write, for as long as it is retried.
+    max_record_bytes: int | None = None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema. Called once by the manager."""

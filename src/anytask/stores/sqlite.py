@@ -74,6 +74,11 @@ SCHEMA_VERSION = 3
 _MIN_SQLITE = (3, 37, 0)  # STRICT tables (3.37), RETURNING (3.35), json_each built in
 _HEADER = b"SQLite format 3\x00"
 _MAX_IDLE_READERS = 4
+#: Of SQLite's limit on the bytes of one row (SQLITE_LIMIT_LENGTH, 1e9 by default), what
+#: is kept for the columns the manager does not count against ``max_record_bytes``: the
+#: id, the name, timestamps, the error type, the row's header (at most a sixteenth of a
+#: lower limit).
+_ROW_SLACK = 1 << 20
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 _METRICS_EXACT = 20_000  # metrics percentiles are exact up to this many tasks
 _METRICS_WHOLE = 1_000  # beyond it, names with at most this many are still counted whole
@@ -992,6 +997,8 @@ class SQLiteStore(Store):
     """
 
     shared = True
+    #: (SQLite's default limit until the store is open and its build's is read)
+    max_record_bytes: int | None = 1_000_000_000 - _ROW_SLACK
 
     def __init__(
         self,
@@ -1330,6 +1337,10 @@ class SQLiteStore(Store):
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         self._old_version = None
+        # a longer row fails its write transaction, with it every write of the group
+        # commit: the manager keeps records within this
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        self.max_record_bytes = limit - min(_ROW_SLACK, limit // 16)
         try:
             # read only, so a refused file is never modified
             self._check_schema(conn, create=False)
