@@ -226,18 +226,38 @@ class QueuedHere:
     With ``hold``, what ``add_task`` queues is held here (``held``) instead, until the
     caller releases it (:meth:`TaskManager._release_held`): a request's tasks start after
     its route has returned, as Starlette's background tasks do, not while it still runs
-    (a task reading what the route writes would not find it yet)."""
+    (a task reading what the route writes would not find it yet).
 
-    __slots__ = ("held", "is_open", "mark", "records")
+    It belongs to ``manager`` (None: to any): another manager's ``add_task`` in the same
+    request must not put its records here, to be released into this manager's buffer and
+    store. ``outer`` is the one that was current before (an app with a ``TaskAdmin``
+    mounted in another one: one per manager)."""
 
-    def __init__(self, hold: bool = False) -> None:
+    __slots__ = ("held", "is_open", "manager", "mark", "outer", "records")
+
+    def __init__(
+        self,
+        hold: bool = False,
+        manager: TaskManager | None = None,
+        outer: QueuedHere | None = None,
+    ) -> None:
         self.is_open = True
         self.records: list[TaskRecord] = []
         self.mark = 0
         self.held: list[TaskRecord] | None = [] if hold else None
+        self.manager = manager
+        self.outer = outer
 
 
 _queued_here: ContextVar[QueuedHere | None] = ContextVar("anytask_queued_here", default=None)
+
+
+def _queued_for(manager: TaskManager) -> QueuedHere | None:
+    """The current caller's :class:`QueuedHere` for ``manager``, if any."""
+    queued = _queued_here.get()
+    while queued is not None and queued.manager is not None and queued.manager is not manager:
+        queued = queued.outer
+    return queued
 
 
 def _made_after(replay: TaskRecord, original: TaskRecord) -> bool:
@@ -870,8 +890,10 @@ class TaskManager:
             f"({limit // 2:,} bytes, half of its max_record_bytes)"
         )
 
-    def _submit(self, records: list[TaskRecord]) -> int:
-        """Buffer records for the next group commit; returns the submission mark.
+    def _submit(self, records: list[TaskRecord], queued: QueuedHere | None = None) -> int:
+        """Buffer records for the next group commit; returns the submission mark. They
+        count as the current caller's (a request's), or as ``queued``'s when given: its
+        response may start from code whose context is another's (an outer app's).
 
         With an in-process store, on the event loop thread of a running manager, and with
         nothing buffered before them (so that FIFO order holds), the records go into the
@@ -895,7 +917,8 @@ class TaskManager:
                 self._wake_dispatcher()  # it sleeps until the earliest run_after
             self._enqueued_here(len(records))
             return 0
-        queued = _queued_here.get()
+        if queued is None:
+            queued = _queued_for(self)
         if queued is not None and not queued.is_open:
             queued = None
         with self._lock:
@@ -955,7 +978,7 @@ class TaskManager:
         ``tags`` and ``idempotency_key`` configure the task instead of being passed on.
         """
         store = self._inline_store
-        queued = _queued_here.get()
+        queued = _queued_for(self)
         if (
             store is not None
             and queued is None
@@ -982,19 +1005,20 @@ class TaskManager:
         self._submit([rec])
         return rec.id
 
-    def _release_held(self, queued: QueuedHere | None = None) -> None:
+    def _release_held(self, queued: QueuedHere | None = None, *, last: bool = False) -> int:
         """Queue for the group commit what ``queued`` (by default the current caller's: a
-        request's) held back (see :class:`QueuedHere`), and hold nothing more: its
-        response is about to start, or the route asks for one of its tasks (``flush``,
-        ``get``, ``wait``, ``cancel``), which it then finds."""
+        request's) held back (see :class:`QueuedHere`): the route asks for one of its
+        tasks (``flush``, ``get``, ``wait``, ``cancel``), which it then finds; what it adds
+        after that is held again (its route still runs). With ``last``, hold nothing
+        more: its response is about to start. Returns the submission mark (0: nothing
+        to wait for)."""
         if queued is None:
-            queued = _queued_here.get()
+            queued = _queued_for(self)
         if queued is None or queued.held is None:
-            return
+            return 0
         with self._lock:
-            records, queued.held = queued.held, None
-        if records:
-            self._submit(records)
+            records, queued.held = queued.held, None if last else []
+        return self._submit(records, queued) if records else 0
 
     def _drop_held(self, queued: QueuedHere) -> int:
         """Forget what a request held back and never released (it failed before its
@@ -1130,7 +1154,11 @@ class TaskManager:
 
     async def get(self, task_id: str) -> TaskRecord | None:
         self._check_thread("get")
-        self._release_held()
+        mark = self._release_held()
+        if mark and self._outer_tg is not None:
+            # the request's tasks, let go now, are in the store once committed (a route
+            # that gets the task it just added finds it)
+            await self._wait_committed(mark)
         return await self._store.fetch(task_id)
 
     async def list(

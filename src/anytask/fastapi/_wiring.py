@@ -270,7 +270,9 @@ class TaskMiddleware:
         token = _current.set(self.manager)
         # what this request queues for the group commit; over http, what it adds is held
         # until its response starts (its tasks start after the route returned)
-        queued = QueuedHere(hold=scope["type"] == "http")
+        queued = QueuedHere(
+            hold=scope["type"] == "http", manager=self.manager, outer=_queued_here.get()
+        )
         queued_token = _queued_here.set(queued)
         try:
             if scope["type"] == "http":
@@ -305,7 +307,7 @@ class TaskMiddleware:
             if message["type"] == "http.response.start":
                 # a request that queued tasks: they are let go now, and its response
                 # waits for their commit
-                manager._release_held(queued)
+                manager._release_held(queued, last=True)
                 queued.is_open = False
                 error: Exception | None = None
                 try:
