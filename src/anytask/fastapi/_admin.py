@@ -30,7 +30,7 @@ from .._errors import (
     TaskNotFound,
     TaskStateError,
 )
-from .._manager import RunState, TaskManager
+from .._manager import RunState, TaskManager, _made_after
 from .._models import DEAD, TaskQuery, TaskStatus
 from ._auth import Authenticator, AuthSpec, Throttle, same_origin
 from ._models import (
@@ -423,7 +423,11 @@ class TaskAdmin:
             if rec is None:
                 raise HTTPException(404, f"no task with id {task_id!r}")
             replays = await tm.list(TaskQuery(replay_of=rec.id, limit=100))
-            found = TaskDetail.of(rec, [r.id for r in replays.items])
+            # a replay stored before this task replays an earlier task with its id, deleted
+            # since (ids derived from idempotency keys and replays come back after a
+            # purge): not one of this task's, as replays_of (replayed_as) says too
+            mine = [r.id for r in replays.items if _made_after(r, rec)]
+            found = TaskDetail.of(rec, mine)
             if rec.status in DEAD:
                 found.replayed_as = (await tm.replays_of([rec.id])).get(rec.id)
             return found

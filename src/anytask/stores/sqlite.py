@@ -284,9 +284,10 @@ _SELECT_SEQS = f"{_SELECT} WHERE seq IN (SELECT value FROM json_each(?))"
 _DELETE_SEQS = "DELETE FROM anytask_tasks WHERE seq IN (SELECT value FROM json_each(?))"
 #: A purge with a limit reads at most this many rows (or its limit) a transaction.
 _PURGE_WINDOW = 500
-#: Where a purge goes on: after the row (ended_at, seq), or (when the flag is True) after
-#: every row that ended at ended_at.
-_PurgeCursor = tuple[float, int, bool]
+#: Where a purge goes on: after the row (ended_at, seq), the rows left of its end time
+#: being those up to the last seq (of the purge's statuses) that ended then; after every
+#: row that ended at ended_at when seq is that last one.
+_PurgeCursor = tuple[float, int, int]
 #: How many records inserted here and not claimed yet the store remembers. Past this it
 #: forgets them all (records claimed by another process would otherwise stay forever);
 #: claims of forgotten records read them in full, as claims of any other record do.
@@ -1065,7 +1066,7 @@ class SQLiteStore(Store):
         self._inserted_here: dict[int, _Here] = {}
         self._here_added: builtins.list[int] = []  # remembered by the open transaction
         # Where the last purge that deleted its whole limit stopped, by its arguments:
-        # ((ended_before, statuses, limit), (ended_at, seq, False) of the last row deleted).
+        # ((ended_before, statuses, limit), where the next call goes on: see _PurgeCursor).
         self._purge_from: tuple[tuple[float, str, int], _PurgeCursor] | None = None
 
     def __repr__(self) -> str:
@@ -1852,13 +1853,15 @@ class SQLiteStore(Store):
     ) -> int:
         """See :meth:`Store.purge`. With a ``limit``, the records are read in short
         transactions of at most ``max(limit, 500)`` rows each (records kept, such
-        as replays whose task is still stored, count as read), made longer only to end
-        with every row of the last end time read: a file holding many kept records never
-        has its write lock held for one long scan, and commits of the app get in
-        between. Each transaction goes on from the last row the one before read, and the
-        next call with the same arguments, while a pass goes on (it ends with a call
-        that deletes fewer than ``limit``), from the last row deleted: a pass reads each
-        kept record about once, not once a call. A record that becomes deletable behind
+        as replays whose task is still stored, count as read; the one that first reaches
+        rows that ended at one moment also looks them all up in the index, once, and the
+        ones after it read the rest of them by seq): a file holding many kept records, or
+        many records that ended together, never has its write lock held for one long
+        scan a call, and commits of the app get in between. Each transaction goes on
+        from the last row the one before read, and the next call with the same
+        arguments, while a pass goes on (it ends with a call that deletes fewer than
+        ``limit``), from the last row deleted: a pass reads each kept record about once,
+        not once a call. A record that becomes deletable behind
         that point during a pass (a replay whose task was deleted meanwhile) goes in the
         next pass. Should a transaction fail, the error is raised, what the ones before
         it deleted stays deleted, and the next call starts from the oldest row again (as
@@ -1889,35 +1892,53 @@ class SQLiteStore(Store):
         key = (cutoff, among, limit)
         resume = self._purge_from
         after = resume[1] if resume is not None and resume[0] == key else None
-        select = f"SELECT ended_at, seq, {free} FROM anytask_tasks WHERE "
-        head = select + which
+        select = f"SELECT ended_at, seq, {free} FROM anytask_tasks"
+        head = f"{select} WHERE {which}"
         tail = " ORDER BY ended_at, seq LIMIT ?"
         from_oldest = head + tail
-        after_row = head + " AND (ended_at, seq) > (?, ?)" + tail
         after_time = head + " AND ended_at > ?" + tail
         # The ended-time index orders the rows that ended at one moment by other columns
-        # than seq, so reading on from the middle of them reads them all again: a window
-        # that stops there reads the rest of them as well, and the next one starts after
-        # that moment.
-        rest_of_time = select + f"ended_at = ? AND status IN ({among}) AND seq > ? ORDER BY seq"
+        # than seq: reading on from the middle of them through it reads (and sorts) all of
+        # them again, each call, which many rows that ended at one moment (tasks marked
+        # interrupted together at a start with requeue_pending=False) make quadratic and
+        # its transactions long. The rest of them is read by seq instead, between the
+        # last one read and the last one of that moment (looked up once, in the index).
+        last_of_time = (
+            "SELECT max(seq) FROM anytask_tasks INDEXED BY anytask_tasks_ended "
+            f"WHERE ended_at = ? AND status IN ({among})"
+        )
+        rest_of_time = (
+            f"{select} NOT INDEXED WHERE seq > ? AND seq <= ? AND ended_at = ? "
+            f"AND status IN ({among}) ORDER BY seq LIMIT ?"
+        )
 
         def read_and_delete(
             conn: sqlite3.Connection, after: _PurgeCursor | None, want: int
         ) -> tuple[builtins.list[tuple[float, int]], bool, _PurgeCursor | None]:
             """Read the next window (``want`` rows, at least ``_PURGE_WINDOW``) after
             ``after``; delete the first ``want`` rows of it that may go. Returns
-            (ended_at, seq) of those deleted, whether the window was full (rows may be
-            left after it) and where the next one starts."""
+            (ended_at, seq) of those deleted, whether rows may be left after the window,
+            and where the next one starts (None: nothing was read)."""
             window = max(want, _PURGE_WINDOW)
-            if after is None:
-                rows = conn.execute(from_oldest, (cutoff, window)).fetchall()
-            elif after[2]:
-                rows = conn.execute(after_time, (cutoff, after[0], window)).fetchall()
+            if after is not None and after[1] < after[2]:  # within the rows of one moment
+                ended, seq, last = after
+                rows = conn.execute(rest_of_time, (seq, last, ended, window)).fetchall()
+                full = True  # (the rows that ended later are read next)
+                if len(rows) < window:  # the last of them: the next window reads on after
+                    rows.append((ended, last, False))  # (as if read, and kept)
+                lasts = {ended: last}
             else:
-                rows = conn.execute(after_row, (cutoff, after[0], after[1], window)).fetchall()
-            full = len(rows) == window
-            if full:
-                rows += conn.execute(rest_of_time, (rows[-1][0], rows[-1][1])).fetchall()
+                if after is None:
+                    rows = conn.execute(from_oldest, (cutoff, window)).fetchall()
+                else:
+                    rows = conn.execute(after_time, (cutoff, after[0], window)).fetchall()
+                full = len(rows) == window
+                # the last seq of each end time read: rows are in (ended_at, seq) order,
+                # and only the last end time may have rows past the window
+                lasts = {ended: seq for ended, seq, _ in rows}
+                if full:
+                    ended = rows[-1][0]
+                    lasts[ended] = conn.execute(last_of_time, (ended,)).fetchone()[0]
             gone = [(ended, seq) for ended, seq, deletable in rows if deletable][:want]
             if gone:
                 conn.execute(_DELETE_SEQS, (dumps([seq for _, seq in gone]),))
@@ -1925,7 +1946,13 @@ class SQLiteStore(Store):
                 if here:  # (never claimed here: ended elsewhere, or cancelled)
                     for _, seq in gone:
                         here.pop(seq, None)
-            return gone, full, (rows[-1][0], rows[-1][1], True) if rows else None
+            if len(gone) == want:  # (the rows after it in this window were not looked at)
+                ended, seq = gone[-1]
+            elif rows:
+                ended, seq = rows[-1][0], rows[-1][1]
+            else:
+                return gone, full, after
+            return gone, full, (ended, seq, max(lasts[ended], seq))
 
         deleted = 0
         while True:
@@ -1939,13 +1966,12 @@ class SQLiteStore(Store):
                 raise
             deleted += len(gone)
             if deleted >= limit:
-                # (the rows after it in this window were not looked at)
-                after = (gone[-1][0], gone[-1][1], False)
+                after = last
                 break
             if not full:  # nothing left before the cutoff: the pass is over
                 after = None
                 break
-            after = last  # every row up to the end of its end time was read
+            after = last
         self._purge_from = None if after is None else (key, after)
         return deleted
 
