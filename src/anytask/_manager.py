@@ -487,7 +487,7 @@ class TaskManager:
         self._own_clock = type(self.clock) is not SystemClock
         self._fixed_instance_id = instance_id
         self.instance_id = instance_id or uuid.uuid4().hex
-        self.registry = Registry()
+        self.registry = Registry(durable=store.shared)
         self.events = EventHub()
         self._schedules: dict[str, Any] = {}
         self._state = RunState.IDLE
