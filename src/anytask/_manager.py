@@ -478,6 +478,8 @@ class TaskManager:
         self.poll_interval = float(poll_interval)
         self.unregistered_grace = float(unregistered_grace)
         self._unknown_names: set[str] = set()  # warned about (see _not_registered)
+        # name -> (when looked, latest end of a run of it by anyone): see _ran_elsewhere
+        self._ran_checked: dict[str, tuple[float, float]] = {}
         # the default clock, and the LoopClock it becomes under a virtual clock (see
         # _pick_clock); a clock passed here, or assigned to tm.clock, is kept as it is
         self._system_clock = SystemClock()
@@ -2550,7 +2552,7 @@ class TaskManager:
                 self._cancel_soon.discard(rec.id)  # cancelled before it got here
                 self._finish(rec, self._outcome(rec, "cancel", None, None, _Active(rec)))
             else:
-                self._finish(rec, self._not_registered(rec))
+                self._finish(rec, await self._not_registered(rec))
             return None
         slot.record = rec
         active = slot.active = _Active(rec)
@@ -2659,7 +2661,31 @@ class TaskManager:
         self._finish(rec, Outcome(rec.id, active.token, _SUCCESS, self.clock.now(), seq=rec.seq))
         return None
 
-    def _not_registered(self, rec: TaskRecord) -> Outcome:
+    async def _ran_elsewhere(self, name: str, since: float) -> bool:
+        """Whether an instance sharing the store has run a task named ``name`` (it ended
+        with a success, or an error of its own) since ``since``: one that has the task
+        lives, it was only busy while this one handed the task back. Read at most every
+        5 s per name."""
+        now = self.clock.time()
+        checked = self._ran_checked.get(name)
+        if checked is None or now - checked[0] >= 5.0:
+            query = TaskQuery(
+                name=name, statuses=frozenset({_SUCCESS, TaskStatus.FAILED}), limit=20
+            )
+            try:
+                page = await self._store.list(query)
+            except Exception:  # (the store fails: the task fails as before)
+                log.exception("anytask: could not look for runs of task %r", name)
+                return False
+            ended = [
+                to_ts(r.ended_at)
+                for r in page.items
+                if r.ended_at is not None and r.error_type != _NOT_REGISTERED
+            ]
+            checked = self._ran_checked[name] = (now, max(ended, default=-math.inf))
+        return checked[1] >= since
+
+    async def _not_registered(self, rec: TaskRecord) -> Outcome:
         """The outcome of a claimed task whose name this process has not registered.
 
         With a store that other processes share, one of them may have it (a rolling
@@ -2680,7 +2706,12 @@ class TaskManager:
         ]
         waiting_since = min(min(since), now) if since and rec.error_type == _NOT_REGISTERED else now
         waited = now - waiting_since
-        if self._store.shared and waited < self.unregistered_grace:
+        if self._store.shared and (
+            waited < self.unregistered_grace
+            # the grace ran out, but an instance that has the task ran others of its name
+            # meanwhile: it was busy (this one, idle, kept claiming them first), not gone
+            or await self._ran_elsewhere(rec.name, waiting_since)
+        ):
             if rec.name not in self._unknown_names:
                 self._unknown_names.add(rec.name)
                 log.warning(
@@ -2691,7 +2722,7 @@ class TaskManager:
                 )
             # short waits at first (the instance that has it is likely just busy, or
             # lost the race for the claim), longer ones while nobody takes it
-            wait = min(max(waited / 4, 1.0), 10.0, self.unregistered_grace - waited)
+            wait = min(max(waited / 4, 1.0), 10.0, max(self.unregistered_grace - waited, 1.0))
             logs = None
             if waited == 0:
                 logs = [
