@@ -755,9 +755,10 @@ class TaskManager:
         if kwargs:
             for k, value in kwargs.items():
                 size += check_json(value, f"argument {k!r} of {defn.name}")
-        limit = self._store.max_record_bytes
-        if limit is not None and size > limit // 2:
-            self._check_size(defn.name, args, kwargs, None, limit)
+        if size:
+            limit = self._store.max_record_bytes
+            if limit is not None and size > limit // 2:
+                self._check_size(defn.name, args, kwargs, None, limit)
         priority, tags, max_attempts, timeout, requeue = defn.record_defaults
         created = self.clock.now()
         # the arguments are copied where they nest (detached): a group commit encodes
@@ -920,7 +921,9 @@ class TaskManager:
             self._enqueued_here(len(records))
             return 0
         if queued is None:
-            queued = _queued_for(self)
+            queued = _queued_here.get()
+            if queued is not None:  # (in a request: a function call only there)
+                queued = _queued_for(self)
         if queued is not None and not queued.is_open:
             queued = None
         with self._lock:
@@ -980,7 +983,9 @@ class TaskManager:
         ``tags`` and ``idempotency_key`` configure the task instead of being passed on.
         """
         store = self._inline_store
-        queued = _queued_for(self)
+        queued = _queued_here.get()
+        if queued is not None:  # (in a request: a function call only there)
+            queued = _queued_for(self)
         if (
             store is not None
             and queued is None
