@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import functools
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from anytask import ConfigurationError, MemoryStore, SQLiteStore, TaskManager, TaskStatus
+from anytask import (
+    ConfigurationError,
+    MemoryStore,
+    SQLiteStore,
+    TaskManager,
+    TaskRecord,
+    TaskStatus,
+)
 
 RAN: list[Any] = []
 
@@ -179,3 +187,39 @@ async def test_a_busy_instance_that_has_the_task_is_not_starved_by_one_that_lack
         records = [await has.wait(task_id, timeout=60) for task_id in ids]
     failed = [r for r in records if r.status is not TaskStatus.SUCCESS]
     assert failed == [], f"{len(failed)} failed after {time.monotonic() - started:.1f}s"
+
+
+async def test_a_task_handed_back_fails_once_the_instance_that_had_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    # first handed back 20 s ago, while an instance that has the task still ran others of
+    # its name (the last one ended 15 s ago); that instance has been gone since, longer
+    # than the grace (and 10 s): the task fails, instead of being handed back for good
+    path = tmp_path / "t.db"
+    now = time.time()
+    at = datetime.fromtimestamp
+    store = SQLiteStore(path)
+    await store.open()
+    await store.insert(
+        [
+            TaskRecord(
+                id="ran", name="work", args=[], kwargs={}, created_at=at(now - 22, UTC),
+                run_after=at(now - 22, UTC), status=TaskStatus.SUCCESS,
+                ended_at=at(now - 15, UTC),
+            ),
+            TaskRecord(
+                id="left", name="work", args=[], kwargs={}, created_at=at(now - 21, UTC),
+                run_after=at(now - 1, UTC), error_type="TaskNotRegistered",
+                logs=[{"ts": now - 20, "level": "warning", "msg": "handed back",
+                       "unregistered_in": "lacks"}],
+            ),
+        ]
+    )  # fmt: skip
+    await store.close()
+    lacks = TaskManager(
+        store=SQLiteStore(path), instance_id="lacks", poll_interval=0.05, unregistered_grace=1
+    )
+    async with lacks:
+        rec = await lacks.wait("left", timeout=8)
+    assert rec.status is TaskStatus.FAILED
+    assert rec.error_type == "TaskNotRegistered"

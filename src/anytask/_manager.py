@@ -977,7 +977,8 @@ class TaskManager:
         """Queue ``fn(*args, **kwargs)`` and return its task id at once.
 
         The write is committed by the next group commit, milliseconds later (``await
-        tm.flush()`` waits for it; the FastAPI integration does so before each response).
+        tm.flush()`` waits for it). During a request of a ``TaskAdmin`` app the task is
+        held until the response starts, then committed before it (see :class:`QueuedHere`).
         Safe to call from the event loop thread and from worker threads. Keyword options
         ``priority``, ``delay`` (seconds or timedelta), ``run_at`` (aware datetime),
         ``tags`` and ``idempotency_key`` configure the task instead of being passed on.
@@ -2714,8 +2715,12 @@ class TaskManager:
         if self._store.shared and (
             waited < self.unregistered_grace
             # the grace ran out, but an instance that has the task ran others of its name
-            # meanwhile: it was busy (this one, idle, kept claiming them first), not gone
-            or await self._ran_elsewhere(rec.name, waiting_since)
+            # meanwhile, and lately: it was busy (this one, idle, kept claiming them
+            # first), not gone. Once it is gone, the task fails that long after its last
+            # run (without "lately", a task handed back before that run would never fail)
+            or await self._ran_elsewhere(
+                rec.name, max(waiting_since, now - max(self.unregistered_grace, 10.0))
+            )
         ):
             if rec.name not in self._unknown_names:
                 self._unknown_names.add(rec.name)

@@ -253,10 +253,12 @@ def current_manager() -> TaskManager | None:
 
 
 class TaskMiddleware:
-    """Per request: make the manager current, and before the response starts, wait until
-    every task queued so far is committed (acknowledged means durable). Adds security
-    headers to the admin's own responses: those whose path below the app's root (an
-    ASGI ``root_path``: a mount point or a server's ``--root-path``) is under ``prefix``."""
+    """Per request: make the manager current, hold the tasks the request adds until its
+    response starts, then let them go and wait until they are committed before passing
+    the start on (acknowledged means durable); a request that ends without a response
+    drops what it held. Adds security headers to the admin's own responses: those whose
+    path below the app's root (an ASGI ``root_path``: a mount point or a server's
+    ``--root-path``) is under ``prefix``."""
 
     def __init__(self, app: ASGIApp, manager: TaskManager, prefix: str) -> None:
         self.app = app
