@@ -57,8 +57,9 @@ def _walk(value: Any, where: str, depth: int) -> int:
         _check_str(value, where)
         return 6 * len(value) + 2
     if kind is int:
+        bits: int = value.bit_length()  # (typed for mypy: int() here cost as much again)
         if -_BIG_INT < value < _BIG_INT:
-            return int(value.bit_length()) // 3 + 2  # (a decimal digit holds over 3 bits)
+            return bits // 3 + 2  # (a decimal digit holds over 3 bits)
         try:
             # JSON writes an int in decimal; past the interpreter's limit on digits that
             # raises ValueError, at the write (a writer's whole batch) instead of here
@@ -68,7 +69,7 @@ def _walk(value: Any, where: str, depth: int) -> int:
                 f"{where} is an int of about {value.bit_length() * 0.30103:.0f} digits, "
                 "more than Python converts to or from text (sys.get_int_max_str_digits())"
             ) from None
-        return int(value.bit_length()) // 3 + 2
+        return bits // 3 + 2
     if kind in _SCALARS:
         return 5
     if kind is float:

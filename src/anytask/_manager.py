@@ -752,9 +752,13 @@ class TaskManager:
         if args:
             for i, value in enumerate(args):
                 size += check_json(value, f"argument {i} of {defn.name}")
+            size += len(args) + 1  # (the list's brackets and commas)
         if kwargs:
             for k, value in kwargs.items():
-                size += check_json(value, f"argument {k!r} of {defn.name}")
+                where = f"argument {k!r} of {defn.name}"
+                # the name is stored too (a ** call takes any str): its size, its quotes,
+                # a colon and a comma count, and text UTF-8 cannot encode is refused
+                size += check_json(k, where) + check_json(value, where) + 2
         if size:
             limit = self._store.max_record_bytes
             if limit is not None and size > limit // 2:
@@ -801,11 +805,12 @@ class TaskManager:
         key = kwargs.pop("idempotency_key", None)
         defn = self.registry.resolve(fn)
         opts = defn.options
-        size = 0
+        size = len(args) + 1  # (see _build_plain)
         for i, value in enumerate(args):
             size += check_json(value, f"argument {i} of {defn.name}")
         for k, value in kwargs.items():
-            size += check_json(value, f"argument {k!r} of {defn.name}")
+            where = f"argument {k!r} of {defn.name}"
+            size += check_json(k, where) + check_json(value, where) + 2
         now = self.clock.time()
         if delay is not None and run_at is not None:
             raise ConfigurationError("pass delay or run_at, not both")
@@ -879,11 +884,14 @@ class TaskManager:
         outcome. Stored, such a record would fail the group commit that holds it, and
         every other write with it, as long as it is retried."""
         sizes = {f"argument {i}": json_size(value) for i, value in enumerate(args)}
-        sizes.update((f"argument {k!r}", json_size(value)) for k, value in kwargs.items())
+        sizes.update((f"argument {k!r}", json_size({k: value})) for k, value in kwargs.items())
+        # what the row holds: the JSON of the list and the dict, with their brackets,
+        # commas and the names of the keyword arguments (not only each value's)
+        total = json_size(list(args)) + json_size(kwargs)
         if extra is not None:
             sizes["tags"] = json_size(extra[0])
             sizes["idempotency_key"] = json_size(extra[1])
-        total = sum(sizes.values())
+            total += sizes["tags"] + sizes["idempotency_key"]
         if total <= limit // 2:
             return
         biggest = max(sizes, key=sizes.__getitem__)
