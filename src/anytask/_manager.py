@@ -2687,7 +2687,10 @@ class TaskManager:
                 name=name, statuses=frozenset({_SUCCESS, TaskStatus.FAILED}), limit=20
             )
             try:
-                page = await self._store.list(query)
+                # shielded: a cancellation (the manager torn down) must not end the worker
+                # here, between claim and outcome, with the record left running and its
+                # slot taken; given up after 5 s
+                page = await _at_teardown(lambda: self._store.list(query))
             except Exception:  # (the store fails: the task fails as before)
                 log.exception("anytask: could not look for runs of task %r", name)
                 return False

@@ -142,6 +142,10 @@ def _reason(func: Any, caller_globals: Mapping[str, Any] | None) -> str | None:
         if isinstance(owner, ModuleType):
             return None  # a builtin function such as print (bound to its module)
         inner = getattr(func, "__func__", None)
+        if getattr(inner, "__name__", None) == "<lambda>":
+            # (a class attribute ``send = lambda self, x: ...``): a durable store's
+            # add_task refuses it, so it must not get there (a 500 instead of Starlette)
+            return "a lambda"
         if "<locals>" in getattr(inner, "__qualname__", ""):
             return "a method of a class defined in a function"
         if isinstance(owner, type):  # a classmethod: its class is module-level, or not
