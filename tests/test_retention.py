@@ -85,10 +85,25 @@ async def test_dead_retention_deletes_old_dead_letters_only(kind: str, tmp_path:
 
 async def test_a_large_history_goes_in_small_transactions(tmp_path: Path) -> None:
     # 1,200 old successes: deleted in transactions of at most PURGE_BATCH rows, while
-    # new tasks keep being committed and run
+    # new tasks keep being committed and run. They are made by a manager without
+    # retention, so that all of them are old when the first pass looks (made under one
+    # with retention, on a busy machine, they ended over more than the retention, and
+    # each pass found fewer than PURGE_BATCH old enough)
     from anytask import _manager
 
-    store = SQLiteStore(str(tmp_path / "big.db"))
+    path = str(tmp_path / "big.db")
+    before = TaskManager(snapshot_db=path)
+
+    @before.task(name="noop")
+    async def noop_before() -> None:
+        pass
+
+    async with before:
+        first = [before.add_task(noop_before) for _ in range(1200)]
+        await before.join(timeout=20)
+    await anyio.sleep(0.6)  # all past the retention
+
+    store = SQLiteStore(path)
     sizes: list[int] = []
     purge = store.purge
 
@@ -100,13 +115,11 @@ async def test_a_large_history_goes_in_small_transactions(tmp_path: Path) -> Non
     store.purge = counting_purge  # type: ignore[method-assign]
     tm = TaskManager(store=store, retention=0.5)
 
-    @tm.task
+    @tm.task(name="noop")
     async def noop() -> None:
         pass
 
     async with tm:
-        first = [tm.add_task(noop) for _ in range(1200)]
-        await tm.join(timeout=20)
         with anyio.fail_after(10):
             while await tm.get(first[-1]) is not None:
                 await tm.wait(await tm.enqueue(noop), timeout=5)  # work goes on meanwhile

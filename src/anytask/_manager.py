@@ -85,6 +85,8 @@ if TYPE_CHECKING:
 __all__ = ["RunState", "TaskAdder", "TaskManager"]
 
 log = logging.getLogger("anytask")
+#: task failures, apart from the runtime's own messages (to route or silence them alone)
+failure_log = logging.getLogger("anytask.tasks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -2349,6 +2351,7 @@ class TaskManager:
                 self._dispatcher_done.set()
 
     async def _dispatch_loop(self, scope: anyio.CancelScope, wake: _Signal, store: Store) -> None:
+        backoff = self.poll_interval  # after a failed claim: doubled per failure, up to 5 s
         while not scope.cancel_called:
             free = self._free_slots()
             if free <= 0 or self._claiming or self._writer_will_claim():
@@ -2379,9 +2382,12 @@ class TaskManager:
                     )
             except Exception:
                 self._claiming = False
-                log.exception("anytask: claiming tasks failed; retrying")
-                await anyio.sleep(self.poll_interval)
+                # (a store failing for a while: a traceback per poll would flood the log)
+                log.exception("anytask: claiming tasks failed; retrying in %.2fs", backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, max(self.poll_interval, 5.0))
                 continue
+            backoff = self.poll_interval
             try:
                 self._hand_claimed(claimed)
             finally:
@@ -2778,6 +2784,7 @@ class TaskManager:
             )
         else:
             error = f"task {rec.name!r} is not registered in this process"
+        failure_log.error("anytask: task %s (%s) failed: %s", rec.name, rec.id, error)
         return Outcome(
             rec.id,
             rec.token,
@@ -2960,6 +2967,16 @@ class TaskManager:
                     "msg": f"attempt {rec.attempts} failed ({error_type}); retrying in {wait:.3g}s",
                 }
             )
+            failure_log.info(
+                "anytask: task %s (%s) attempt %d of %d failed (%s: %s); retrying in %.3gs",
+                rec.name,
+                rec.id,
+                rec.attempts,
+                rec.max_attempts,
+                error_type,
+                _cut(message, 1000),
+                wait,
+            )
             return made(
                 TaskStatus.PENDING,
                 run_after=from_ts(now + wait),
@@ -2967,6 +2984,17 @@ class TaskManager:
                 error_type=error_type,
                 traceback=trace,
             )
+        # once per task, with its traceback (never its arguments: they may hold personal
+        # data); a retry above is only a line at INFO
+        failure_log.error(
+            "anytask: task %s (%s) failed after %d attempt(s): %s: %s",
+            rec.name,
+            rec.id,
+            rec.attempts,
+            error_type,
+            _cut(message, 1000),
+            exc_info=failure,
+        )
         return made(
             TaskStatus.FAILED,
             error=message,

@@ -406,6 +406,10 @@ export function mount(container, { params }) {
         needReload = true; // tag, text or time filter: let the server decide
         continue;
       }
+      if (tbody.rows.length >= 2 * PAGE_SIZE) {
+        needReload = true; // a burst: the reload brings the newest page
+        continue;
+      }
       const task = applyEvent(
         {
           task_id: ev.task_id,
@@ -432,14 +436,10 @@ export function mount(container, { params }) {
       fillInSoon();
       const count = parseInt(total.textContent.replace(/\D/g, ""), 10) || 0;
       total.textContent = "(" + (count + 1) + ")";
-      if (tbody.rows.length > PAGE_SIZE) {
-        while (tbody.rows.length > PAGE_SIZE) {
-          const last = tbody.rows[tbody.rows.length - 1];
-          rows.delete(last.dataset.taskId);
-          last.remove();
-        }
-        needReload = true; // the page is full: learn the new next cursor
-      }
+      // Past a full page, rows stay until the reload brings the page back to its size:
+      // the Older cursor follows the last row shown, so a row dropped from the bottom
+      // here would be on neither page.
+      if (tbody.rows.length > PAGE_SIZE) needReload = true;
     }
     if (needReload) reloadSoon();
   }
