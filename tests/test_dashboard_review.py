@@ -57,3 +57,50 @@ def test_rows_pushed_down_by_live_arrivals_are_on_the_older_page(
         watched.assert_clean()
     finally:
         context.close()  # (the held reloads go with it)
+
+
+def test_a_phone_can_select_every_dead_letter_of_the_page(
+    browser: Any,  # noqa: F811
+    server: str,  # noqa: F811
+) -> None:
+    """On a phone-sized screen the table's header row (with its select-all box) is hidden,
+    rows being cards: the toolbar offers the same box there, and it selects the page."""
+    failed = [_enqueue(server, "fail", f"phone-all-{i}") for i in range(3)]
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    try:
+        watched = _watch(context.new_page())
+        page = watched.page
+        _sign_in(page, server, "#/dead")
+        for task_id in failed:
+            page.wait_for_selector(_row(task_id))
+        box = page.locator('input[data-action="select-all-small"]')
+        assert box.is_visible()
+        box.check()
+        shown = len(_shown(page))
+        button = page.locator('button[data-action="replay-selected"]')
+        assert button.inner_text().strip() == f"Replay selected ({shown})"
+        assert page.locator("input.row-select:checked").count() == shown
+        box.uncheck()
+        assert button.is_disabled()
+        watched.assert_clean()
+    finally:
+        context.close()
+
+
+def test_the_small_screen_select_all_stays_hidden_on_a_wide_screen(
+    browser: Any,  # noqa: F811
+    server: str,  # noqa: F811
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        watched = _watch(context.new_page())
+        page = watched.page
+        _sign_in(page, server, "#/dead")
+        page.wait_for_selector('button[data-action="replay-selected"]')
+        assert not page.locator('input[data-action="select-all-small"]').is_visible()
+        assert page.locator('th input[aria-label="Select all on this page"]').is_visible()
+        watched.assert_clean()
+    finally:
+        context.close()

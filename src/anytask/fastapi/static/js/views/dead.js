@@ -37,6 +37,8 @@ export function mount(container) {
     ),
   );
   const selectAll = h("input", { type: "checkbox", "aria-label": "Select all on this page" });
+  // the same, for small screens, where the table's header row is hidden (rows are cards)
+  const selectAllSmall = h("input", { type: "checkbox", "data-action": "select-all-small" });
   const tbody = h(
     "tbody",
     null,
@@ -59,6 +61,7 @@ export function mount(container) {
       { class: "toolbar", role: "toolbar", "aria-label": "Replay" },
       replaySelected,
       windowButtons,
+      h("label", { class: "select-all-small" }, selectAllSmall, " Select all on this page"),
     ),
     status,
     result,
@@ -92,6 +95,7 @@ export function mount(container) {
       ? "Replay selected (" + selected.size + ")"
       : "Replay selected";
     selectAll.checked = shownIds.length > 0 && shownIds.every((id) => selected.has(id));
+    selectAllSmall.checked = selectAll.checked;
   }
 
   function row(task) {
@@ -197,14 +201,16 @@ export function mount(container) {
     const ids = [...selected];
     run({ ids }, ids.length === 1 ? "1 selected task" : ids.length + " selected tasks");
   });
-  selectAll.addEventListener("change", () => {
+  function selectPage(checked) {
     for (const id of shownIds) {
-      if (selectAll.checked) selected.add(id);
+      if (checked) selected.add(id);
       else selected.delete(id);
     }
-    for (const box of tbody.querySelectorAll("input.row-select")) box.checked = selectAll.checked;
+    for (const box of tbody.querySelectorAll("input.row-select")) box.checked = checked;
     updateSelection();
-  });
+  }
+  selectAll.addEventListener("change", () => selectPage(selectAll.checked));
+  selectAllSmall.addEventListener("change", () => selectPage(selectAllSmall.checked));
   prev.addEventListener("click", () => {
     if (cursors.length > 1) cursors.pop();
     load();
