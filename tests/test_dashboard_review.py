@@ -104,3 +104,39 @@ def test_the_small_screen_select_all_stays_hidden_on_a_wide_screen(
         watched.assert_clean()
     finally:
         context.close()
+
+
+def test_chart_axes_count_in_whole_numbers(
+    browser: Any,  # noqa: F811
+    server: str,  # noqa: F811
+) -> None:
+    """The charts count tasks: every grid line's label is a whole number, whatever the
+    peak (a peak of 5 to 9 made a top of 5 or 10, and labels such as 1.3 or 2.5)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        watched = _watch(context.new_page())
+        page = watched.page
+        _sign_in(page, server, "#/tasks")
+        labels = page.evaluate(
+            """async (peaks) => {
+                const charts = await import("./static/js/charts.js");
+                const out = {};
+                for (const peak of peaks) {
+                    const series = [{ start: "2026-01-01T00:00:00Z", success: peak,
+                                      failed: peak, other: 0 }];
+                    out[peak] = [charts.throughputChart, charts.failuresChart].flatMap(
+                        (chart) => [...chart(series, { width: 400 })
+                            .querySelectorAll("text.axis-label")]
+                            .map((t) => t.textContent)
+                            .filter((t) => /^[0-9.]+$/.test(t)));
+                }
+                return out;
+            }""",
+            [1, 3, 5, 7, 9, 13, 27, 45, 99, 150, 999, 12345],
+        )
+        for peak, texts in labels.items():
+            assert texts, peak
+            assert all("." not in text for text in texts), (peak, texts)
+        watched.assert_clean()
+    finally:
+        context.close()

@@ -5,9 +5,12 @@ import { h, parseTime, s } from "./dom.js";
 const MARGIN = { top: 12, right: 12, bottom: 26, left: 40 };
 
 function niceMax(value) {
+  // the charts count tasks: the top is a multiple of 4, so that the four grid lines fall
+  // on whole numbers (a top of 5 labelled them 1.3, 2.5 and 3.8)
   if (value <= 4) return 4;
+  if (value < 40) return Math.ceil(value / 4) * 4;
   const magnitude = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 2.5, 5, 10]) {
+  for (const step of [2, 4, 8, 10]) {
     if (step * magnitude >= value) return step * magnitude;
   }
   return 10 * magnitude;
