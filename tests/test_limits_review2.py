@@ -5,7 +5,6 @@ one stored would fail the group commit that holds it, and every later write with
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +12,12 @@ import anyio
 import pytest
 
 from anytask import PayloadError, TaskManager
-from anytask.stores.sqlite import SQLiteStore
+from test_limits_review import LIMIT, _still_writes, small_sqlite  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.anyio
 
-LIMIT = 200_000  # SQLite's SQLITE_LIMIT_LENGTH for these tests
 
-
-@pytest.fixture
-def small_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    connect = SQLiteStore._connect
-
-    def limited(self: SQLiteStore, *, reader: bool) -> sqlite3.Connection:
-        conn = connect(self, reader=reader)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, LIMIT)
-        return conn
-
-    monkeypatch.setattr(SQLiteStore, "_connect", limited)
-    return tmp_path / "tasks.db"
-
-
-async def _still_writes(tm: TaskManager) -> None:
-    @tm.task(name="small")
-    async def small() -> int:
-        return 1
-
-    with anyio.fail_after(30):
-        record = await tm.wait(await tm.enqueue(small))
-    assert record.status.value == "success"
-
-
-async def test_keyword_names_count_against_the_limit(small_sqlite: Path) -> None:
+async def test_keyword_names_count_against_the_limit(small_sqlite: Path) -> None:  # noqa: F811
     tm = TaskManager(snapshot_db=small_sqlite)
 
     @tm.task()
@@ -64,7 +38,7 @@ async def test_keyword_names_count_against_the_limit(small_sqlite: Path) -> None
         assert await tm.store.count() == 1  # the small task only
 
 
-async def test_commas_and_brackets_count_against_the_limit(small_sqlite: Path) -> None:
+async def test_commas_and_brackets_count_against_the_limit(small_sqlite: Path) -> None:  # noqa: F811
     tm = TaskManager(snapshot_db=small_sqlite)
 
     @tm.task()

@@ -750,21 +750,8 @@ class TaskManager:
         defn = self.registry.lookup_fn(id(fn))
         if defn is None or defn.fn is not fn:
             defn = self.registry.resolve(fn)
-        size = 0
-        if args:
-            for i, value in enumerate(args):
-                size += check_json(value, f"argument {i} of {defn.name}")
-            size += len(args) + 1  # (the list's brackets and commas)
-        if kwargs:
-            for k, value in kwargs.items():
-                where = f"argument {k!r} of {defn.name}"
-                # the name is stored too (a ** call takes any str): its size, its quotes,
-                # a colon and a comma count, and text UTF-8 cannot encode is refused
-                size += check_json(k, where) + check_json(value, where) + 2
-        if size:
-            limit = self._store.max_record_bytes
-            if limit is not None and size > limit // 2:
-                self._check_size(defn.name, args, kwargs, None, limit)
+        if args or kwargs:
+            self._check_args(defn.name, args, kwargs, (), None)
         priority, tags, max_attempts, timeout, requeue = defn.record_defaults
         created = self.clock.now()
         # the arguments are copied where they nest (detached): a group commit encodes
@@ -807,12 +794,6 @@ class TaskManager:
         key = kwargs.pop("idempotency_key", None)
         defn = self.registry.resolve(fn)
         opts = defn.options
-        size = len(args) + 1  # (see _build_plain)
-        for i, value in enumerate(args):
-            size += check_json(value, f"argument {i} of {defn.name}")
-        for k, value in kwargs.items():
-            where = f"argument {k!r} of {defn.name}"
-            size += check_json(k, where) + check_json(value, where) + 2
         now = self.clock.time()
         if delay is not None and run_at is not None:
             raise ConfigurationError("pass delay or run_at, not both")
@@ -851,11 +832,7 @@ class TaskManager:
                 tag_list.append(tag)
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigurationError(f"idempotency_key must be a non-empty str, got {key!r}")
-        if key is not None:
-            size += check_json(key, "idempotency_key")
-        limit = self._store.max_record_bytes
-        if limit is not None and size + 6 * sum(map(len, tag_list)) > limit // 2:
-            self._check_size(defn.name, args, kwargs, (tag_list, key), limit)
+        self._check_args(defn.name, args, kwargs, tag_list, key)
         created = from_ts(now)
         return TaskRecord(
             id=key_task_id(key) if key is not None else new_task_id(),
@@ -873,27 +850,41 @@ class TaskManager:
             logs=NO_ITEMS,
         )
 
-    @staticmethod
-    def _check_size(
+    def _check_args(
+        self,
         name: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        extra: tuple[list[str], str | None] | None,
-        limit: int,
+        tags: Sequence[str],
+        key: str | None,
     ) -> None:
-        """Refuse a task whose arguments (with its tags and idempotency key) take more
-        than half of what the store holds in one record, the other half being for its
-        outcome. Stored, such a record would fail the group commit that holds it, and
-        every other write with it, as long as it is retried."""
+        """Refuse arguments that JSON would alter (:func:`check_json`), and arguments that
+        (with the task's tags and idempotency key) take more than half of what the store
+        holds in one record, the other half being for its outcome: stored, such a record
+        would fail the group commit that holds it, and every other write with it, as long
+        as it is retried. The size is first bounded cheaply, from the check's walk; only
+        a bound past the limit measures the JSON."""
+        size = len(args) + 1  # (the list's brackets and commas)
+        for i, value in enumerate(args):
+            size += check_json(value, f"argument {i} of {name}")
+        for k, value in kwargs.items():
+            where = f"argument {k!r} of {name}"
+            # the name is stored too (a ** call takes any str): its size, its quotes, a
+            # colon and a comma count, and text UTF-8 cannot encode is refused
+            size += check_json(k, where) + check_json(value, where) + 2
+        if key is not None:
+            size += check_json(key, "idempotency_key")
+        limit = self._store.max_record_bytes
+        if limit is None or size + 6 * sum(map(len, tags)) <= limit // 2:
+            return
         sizes = {f"argument {i}": json_size(value) for i, value in enumerate(args)}
         sizes.update((f"argument {k!r}", json_size({k: value})) for k, value in kwargs.items())
+        sizes["tags"] = json_size(list(tags))
+        sizes["idempotency_key"] = json_size(key)
         # what the row holds: the JSON of the list and the dict, with their brackets,
         # commas and the names of the keyword arguments (not only each value's)
-        total = json_size(list(args)) + json_size(kwargs)
-        if extra is not None:
-            sizes["tags"] = json_size(extra[0])
-            sizes["idempotency_key"] = json_size(extra[1])
-            total += sizes["tags"] + sizes["idempotency_key"]
+        total = json_size(list(args)) + json_size(kwargs) + sizes["tags"]
+        total += sizes["idempotency_key"]
         if total <= limit // 2:
             return
         biggest = max(sizes, key=sizes.__getitem__)
@@ -2931,11 +2922,13 @@ class TaskManager:
             if result is not None:
                 try:
                     size = check_json(result, f"the result of {rec.name}")
-                    if budget is not None and size > budget and json_size(result) > budget:
-                        raise PayloadError(
-                            f"the result of {rec.name} takes {json_size(result):,} bytes as "
-                            f"JSON, more than the store keeps of a result ({budget:,})"
-                        )
+                    if budget is not None and size > budget:
+                        size = json_size(result)  # (the bound is past it: measure)
+                        if size > budget:
+                            raise PayloadError(
+                                f"the result of {rec.name} takes {size:,} bytes as JSON, "
+                                f"more than the store keeps of a result ({budget:,})"
+                            )
                 except PayloadError as exc:
                     logs = logs if logs is not None else list(rec.logs)
                     logs.append({"ts": now, "level": "warning", "msg": f"result not stored: {exc}"})

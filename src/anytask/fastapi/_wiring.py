@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._errors import ConfigurationError
 from .._manager import QueuedHere, RunState, TaskManager, _queued_here
-from .._registry import task_name
+from .._registry import not_found_again, task_name
 
 __all__ = [
     "ManagedBackgroundTasks",
@@ -100,6 +100,10 @@ def why_not_durable(
     reason = _reason(func, caller_globals)
     if reason is None:
         reason = _name_taken(manager, func)
+    if reason is None and manager.registry.durable:
+        # what a durable store's add_task refuses (a lambda stored as a method of a
+        # module-level object, say) must not get there: a 500 instead of Starlette
+        reason = not_found_again(func)
     if reason is not None and _registered(manager, func):
         return None  # @tm.task(...) on it: the user made it a task on purpose
     return reason
@@ -142,10 +146,6 @@ def _reason(func: Any, caller_globals: Mapping[str, Any] | None) -> str | None:
         if isinstance(owner, ModuleType):
             return None  # a builtin function such as print (bound to its module)
         inner = getattr(func, "__func__", None)
-        if getattr(inner, "__name__", None) == "<lambda>":
-            # (a class attribute ``send = lambda self, x: ...``): a durable store's
-            # add_task refuses it, so it must not get there (a 500 instead of Starlette)
-            return "a lambda"
         if "<locals>" in getattr(inner, "__qualname__", ""):
             return "a method of a class defined in a function"
         if isinstance(owner, type):  # a classmethod: its class is module-level, or not
